@@ -1,0 +1,116 @@
+"""The app factory: nothing is opened at import time (STYLE habit 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from maas import __version__
+from maas.api import health
+from maas.api.metrics import ApiMetrics
+from maas.api.middleware import RequestIdAndMetrics, UploadLimit
+from maas.api.native import datasets, endpoints, jobs, models, tenants
+from maas.api.problems import install_error_handlers
+from maas.api.state import AppState
+from maas.auth.admin_key import ensure_admin_key
+from maas.auth.cache import KeyCache
+from maas.auth.secrets import hash_secret
+from maas.billing.usage import UsageRecorder
+from maas.config import Settings
+from maas.db.engine import make_engine, make_session_factory
+from maas.db.migrate import upgrade_to_head
+from maas.jobs.dispatcher import Dispatcher
+from maas.jobs.executor import LocalSubprocessExecutor
+from maas.serving.predictor import PredictionService
+from maas.storage import open_store
+
+log = logging.getLogger("maas.api")
+
+_USAGE_FLUSH_SECONDS = 5.0
+# Multipart framing adds a little to the file itself; the file's own limit is checked in the route.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+def build_state(settings: Settings, metrics: ApiMetrics, *, run_jobs: bool = True) -> AppState:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    upgrade_to_head(engine)
+    factory = make_session_factory(engine)
+    store = open_store(settings.resolved_storage_url)
+    admin_secret, _ = ensure_admin_key(settings.admin_key, settings.admin_key_path)
+    usage = UsageRecorder(factory)
+    predictor = PredictionService(
+        factory=factory,
+        store=store,
+        usage=usage,
+        max_instances=settings.max_batch_instances,
+        route_ttl_seconds=settings.auth_cache_ttl_seconds,
+        batch_max_size=settings.batch_max_size,
+        batch_max_wait_s=settings.batch_max_wait_ms / 1000,
+    )
+    dispatcher = Dispatcher(settings, factory, LocalSubprocessExecutor(settings)) if run_jobs else None
+    return AppState(
+        settings=settings,
+        engine=engine,
+        factory=factory,
+        store=store,
+        admin_key_hash=hash_secret(admin_secret),
+        keys=KeyCache(settings.auth_cache_ttl_seconds),
+        usage=usage,
+        predictor=predictor,
+        dispatcher=dispatcher,
+        metrics=metrics,
+    )
+
+
+async def _flush_usage_forever(usage: UsageRecorder) -> None:
+    while True:
+        await asyncio.sleep(_USAGE_FLUSH_SECONDS)
+        try:
+            await run_in_threadpool(usage.flush)
+        except Exception:
+            log.warning("usage flush failed; will retry", exc_info=True)
+
+
+def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
+    """Build the ASGI app. ``run_jobs=False`` serves the API without starting the job dispatcher."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await run_in_threadpool(build_state, settings, metrics, run_jobs=run_jobs)
+        app.state.maas = state
+        if state.dispatcher is not None:
+            state.dispatcher.start()
+        flusher = asyncio.create_task(_flush_usage_forever(state.usage))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await state.predictor.close()
+            if state.dispatcher is not None:
+                await run_in_threadpool(state.dispatcher.stop)
+            await run_in_threadpool(state.usage.flush)
+            state.engine.dispose()
+
+    app = FastAPI(
+        title="MaaS",
+        version=__version__,
+        description="Self-hosted Model-as-a-Service: datasets, training jobs, model registry, endpoints.",
+        lifespan=lifespan,
+    )
+    metrics = ApiMetrics()
+    install_error_handlers(app)
+    app.include_router(health.router)
+    for module in (tenants, datasets, jobs, models, endpoints):
+        app.include_router(module.router, prefix="/api/v1")
+    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(RequestIdAndMetrics, metrics=metrics)
+    return app

@@ -1,0 +1,83 @@
+"""Authentication and role checks as FastAPI dependencies. Cache hits never touch the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from maas.api.state import AppState
+from maas.auth.roles import Principal, Role
+from maas.auth.secrets import secrets_match
+from maas.auth.service import resolve_key
+from maas.errors import Forbidden, Unauthorized
+
+_ADMIN = Principal(role=Role.ADMIN, key_id="admin", tenant_id=None)
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.maas
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("missing bearer key")
+    return secret.strip()
+
+
+def _resolve(state: AppState, secret: str) -> Principal | None:
+    with state.session() as session:
+        return resolve_key(session, secret)
+
+
+async def authenticate(request: Request) -> Principal:
+    state: AppState = request.app.state.maas
+    secret = _bearer(request)
+    if secrets_match(secret, state.admin_key_hash):
+        return _ADMIN
+    principal = await _cached_or_resolved(state, secret)
+    if principal is None:
+        raise Unauthorized("unknown or revoked key")
+    return principal
+
+
+async def _cached_or_resolved(state: AppState, secret: str) -> Principal | None:
+    cached = state.keys.peek(secret)
+    if cached is not None:
+        return cached[0]
+    principal = await run_in_threadpool(_resolve, state, secret)
+    state.keys.store(secret, principal)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def require_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("only the platform admin may do this")
+    return principal
+
+
+def require_developer(principal: CurrentPrincipal) -> Principal:
+    if principal.role is not Role.DEVELOPER:
+        raise Forbidden(f"this needs a developer key; this key's role is {principal.role.value}")
+    return principal
+
+
+def require_tenant(principal: CurrentPrincipal) -> Principal:
+    if principal.tenant_id is None:
+        raise Forbidden("this needs a tenant key (developer or consumer); the admin key manages tenants only")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(require_admin)]
+Developer = Annotated[Principal, Depends(require_developer)]
+TenantCaller = Annotated[Principal, Depends(require_tenant)]

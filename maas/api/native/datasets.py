@@ -1,0 +1,110 @@
+"""Datasets: upload (multipart CSV or Parquet), versions, preview, delete."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from maas.api.auth import Developer, State
+from maas.api.native.schemas import DatasetOut, DatasetUploaded, DatasetVersionOut, PreviewOut
+from maas.data import service as datasets
+from maas.db.tables import Dataset
+from maas.errors import InvalidInput, PayloadTooLarge
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def _dataset_out(dataset: Dataset) -> DatasetOut:
+    versions = [v.version for v in dataset.versions]
+    return DatasetOut(
+        id=dataset.id,
+        name=dataset.name,
+        kind=dataset.kind,
+        created_at=dataset.created_at,
+        latest_version=max(versions, default=0),
+        versions=versions,
+    )
+
+
+def _default_name(filename: str) -> str:
+    stem = PurePosixPath(PureWindowsPath(filename).name).stem
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip("-._")[:200] or "dataset"
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetUploaded)
+def upload_dataset(
+    state: State,
+    caller: Developer,
+    file: Annotated[UploadFile, File(description="CSV (UTF-8, header row) or Parquet")],
+    name: Annotated[
+        str | None, Form(description="Dataset name; a re-upload under the same name adds a version")
+    ] = None,
+) -> DatasetUploaded:
+    assert caller.tenant_id is not None
+    limit = state.settings.max_upload_bytes
+    content = file.file.read(limit + 1)
+    if len(content) > limit:
+        raise PayloadTooLarge(f"the file is over the upload limit of {limit} bytes")
+    filename = file.filename or "upload"
+    if not content:
+        raise InvalidInput("the uploaded file is empty", errors=[{"loc": ["body", "file"], "msg": "empty file"}])
+    with state.session() as session:
+        version = datasets.upload_dataset(
+            session,
+            state.store,
+            tenant_id=caller.tenant_id,
+            name=name or _default_name(filename),
+            filename=filename,
+            content=content,
+            max_bytes=limit,
+        )
+        fields = DatasetVersionOut.model_validate(version).model_dump()
+        fields |= {"id": version.dataset_id, "version_id": version.id, "name": version.dataset.name}
+        return DatasetUploaded(**fields)
+
+
+@router.get("", response_model=list[DatasetOut])
+def list_datasets(state: State, caller: Developer) -> list[DatasetOut]:
+    assert caller.tenant_id is not None
+    with state.session() as session:
+        return [_dataset_out(d) for d in datasets.list_datasets(session, caller.tenant_id)]
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, state: State, caller: Developer) -> DatasetOut:
+    assert caller.tenant_id is not None
+    with state.session() as session:
+        return _dataset_out(datasets.get_dataset(session, caller.tenant_id, dataset_id))
+
+
+@router.get("/{dataset_id}/versions/{version}", response_model=DatasetVersionOut)
+def get_version(dataset_id: str, version: int, state: State, caller: Developer) -> DatasetVersionOut:
+    assert caller.tenant_id is not None
+    with state.session() as session:
+        return DatasetVersionOut.model_validate(datasets.get_version(session, caller.tenant_id, dataset_id, version))
+
+
+@router.get("/{dataset_id}/preview", response_model=PreviewOut)
+def preview(
+    dataset_id: str,
+    state: State,
+    caller: Developer,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    rows: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> PreviewOut:
+    assert caller.tenant_id is not None
+    with state.session() as session:
+        body = datasets.preview(
+            session, state.store, tenant_id=caller.tenant_id, dataset_id=dataset_id, version=version, rows=rows
+        )
+    return PreviewOut.model_validate(body)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: str, state: State, caller: Developer) -> Response:
+    assert caller.tenant_id is not None
+    with state.session() as session:
+        datasets.delete_dataset(session, state.store, tenant_id=caller.tenant_id, dataset_id=dataset_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

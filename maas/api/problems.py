@@ -1,0 +1,79 @@
+"""The one place where errors become HTTP: RFC 9457 problem+json (DESIGN decision 11)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from maas.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MaasError,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    Unauthorized,
+    Unavailable,
+)
+
+log = logging.getLogger("maas.api")
+
+STATUS_OF: list[tuple[type[MaasError], int]] = [
+    (PayloadTooLarge, 413),
+    (InvalidInput, 422),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (QuotaExceeded, 429),
+    (Unavailable, 503),
+]
+
+
+def status_for(error: MaasError) -> int:
+    return next((status for kind, status in STATUS_OF if isinstance(error, kind)), 500)
+
+
+def problem(
+    status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    if errors:
+        body["errors"] = errors
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MaasError)
+    async def _domain(_: Request, exc: MaasError) -> JSONResponse:
+        status = status_for(exc)
+        if status == 401:
+            # Auth failures get one generic text: no hint whether a key exists or was revoked.
+            return problem(401, exc.title, "a valid API key is required: send 'Authorization: Bearer <key>'")
+        return problem(status, exc.title, exc.detail, errors=exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()]
+        named = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        return problem(422, "Invalid input", f"the request is invalid: {named}", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, "Error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        log.exception("unhandled error (request %s)", request_id, exc_info=exc)
+        return problem(
+            500, "Internal error", f"an unexpected error occurred; request id {request_id}", request_id=request_id
+        )

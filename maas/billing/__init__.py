@@ -1,0 +1,1 @@
+"""Usage metering (and, later, price plans, quotas and invoices)."""

@@ -1,0 +1,274 @@
+"""The ``maas`` command: ``maas up`` runs the platform; the other commands call it over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from maas.client import Client, MaasAPIError
+
+app = typer.Typer(
+    help="MaaS: Model-as-a-Service. `maas up` starts the platform; the rest talk to it.", no_args_is_help=True
+)
+tenants_app = typer.Typer(help="Tenants (platform admin key).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of your tenant.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Training jobs.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+endpoints_app = typer.Typer(help="Serving endpoints.", no_args_is_help=True)
+for sub, name in (
+    (tenants_app, "tenants"),
+    (keys_app, "keys"),
+    (datasets_app, "datasets"),
+    (jobs_app, "jobs"),
+    (models_app, "models"),
+    (endpoints_app, "endpoints"),
+):
+    app.add_typer(sub, name=name)
+
+console = Console()
+Url = Annotated[str, typer.Option("--url", envvar="MAAS_URL", help="Server URL")]
+Key = Annotated[str, typer.Option("--key", envvar="MAAS_API_KEY", help="API key (Bearer)")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _emit(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def _run(url: str, key: str, call: Any) -> None:
+    try:
+        with Client(url, key) as client:
+            result = call(client)
+    except MaasAPIError as exc:
+        console.print(f"[red]{exc.status} {exc.problem.get('title', '')}[/]: {exc.problem.get('detail', '')}")
+        for error in exc.problem.get("errors", []):
+            console.print(f"  - {'.'.join(map(str, error.get('loc', [])))}: {error.get('msg')}")
+        raise typer.Exit(1) from None
+    if result is not None:
+        _emit(result)
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    demo: Annotated[bool, typer.Option("--demo", help="Create a demo tenant, train and deploy a model")] = False,
+    home: Annotated[Path | None, typer.Option(help="Data directory (default: $MAAS_HOME or ./.maas)")] = None,
+) -> None:
+    """Start the platform: API, job dispatcher and serving, with SQLite + local artifacts by default."""
+    from maas.cli.up import serve
+    from maas.config import Settings
+
+    settings = Settings(home=home) if home else Settings()
+    serve(settings, host, port, demo)
+
+
+@tenants_app.command("create")
+def tenants_create(name: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    """Create a tenant; prints its first developer key (shown once)."""
+    _run(url, key, lambda c: c.create_tenant(name))
+
+
+@tenants_app.command("list")
+def tenants_list(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.list_tenants())
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="developer or consumer")] = "consumer",
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+) -> None:
+    _run(url, key, lambda c: c.create_key(name, role))
+
+
+@keys_app.command("list")
+def keys_list(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.list_keys())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.revoke_key(key_id))
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    path: Path,
+    name: Annotated[str | None, typer.Option(help="Dataset name")] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+) -> None:
+    """Upload a CSV or Parquet file (same name again = new version)."""
+    _run(url, key, lambda c: c.upload_dataset(path, name))
+
+
+@datasets_app.command("list")
+def datasets_list(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.list_datasets())
+
+
+@datasets_app.command("show")
+def datasets_show(
+    dataset_id: str, version: Annotated[int | None, typer.Option()] = None, url: Url = DEFAULT_URL, key: Key = ""
+) -> None:
+    _run(url, key, lambda c: c.get_dataset_version(dataset_id, version) if version else c.get_dataset(dataset_id))
+
+
+@datasets_app.command("preview")
+def datasets_preview(dataset_id: str, rows: int = 10, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.preview_dataset(dataset_id, rows))
+
+
+@datasets_app.command("delete")
+def datasets_delete(dataset_id: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.delete_dataset(dataset_id))
+
+
+@app.command()
+def train(
+    dataset_id: str,
+    target: Annotated[str, typer.Option(help="Column to predict")],
+    family: Annotated[str, typer.Option(help="Model family")] = "tabular-mlp",
+    model_name: Annotated[str | None, typer.Option(help="Registry name")] = None,
+    params: Annotated[str, typer.Option("--params", help="Hyperparameters as JSON, e.g. '{\"epochs\": 50}'")] = "{}",
+    wait: Annotated[bool, typer.Option(help="Follow the job's events until it ends")] = False,
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+) -> None:
+    """Start a training job."""
+    try:
+        hyperparameters = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--params is not valid JSON: {exc}") from None
+
+    def call(client: Client) -> Any:
+        job = client.train(dataset_id, target, family=family, hyperparameters=hyperparameters, model_name=model_name)
+        if not wait:
+            return job
+        for event in client.stream_job_events(job["id"]):
+            payload = event["payload"]
+            if event["kind"] == "epoch":
+                console.print(
+                    f"epoch {payload['epoch']}/{payload['epochs']} loss {payload['train_loss']:.4f} val {payload['val_loss']}"
+                )
+            elif event["kind"] == "state":
+                console.print(f"state: {payload['state']}")
+        return client.get_job(job["id"])
+
+    _run(url, key, call)
+
+
+@app.command()
+def families(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    """Model families and their hyperparameters."""
+    _run(url, key, lambda c: c.families())
+
+
+@jobs_app.command("list")
+def jobs_list(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.list_jobs())
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.get_job(job_id))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.cancel_job(job_id))
+
+
+@jobs_app.command("events")
+def jobs_events(job_id: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.job_events(job_id))
+
+
+@models_app.command("list")
+def models_list(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.list_models())
+
+
+@models_app.command("show")
+def models_show(
+    name: str, version: Annotated[int | None, typer.Option()] = None, url: Url = DEFAULT_URL, key: Key = ""
+) -> None:
+    _run(url, key, lambda c: c.get_model_version(name, version) if version else c.get_model(name))
+
+
+@models_app.command("alias")
+def models_alias(name: str, alias: str, version: int, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.set_alias(name, alias, version))
+
+
+@models_app.command("download")
+def models_download(name: str, version: int, out: Path, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    """Download a version's ONNX file."""
+    _run(url, key, lambda c: {"written": str(out), "bytes": out.write_bytes(c.download_model(name, version))})
+
+
+@endpoints_app.command("create")
+def endpoints_create(
+    name: str,
+    model: Annotated[str, typer.Option(help="Model name")],
+    version: Annotated[int | None, typer.Option()] = None,
+    alias: Annotated[str | None, typer.Option()] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+) -> None:
+    _run(url, key, lambda c: c.create_endpoint(name, model, version=version, alias=alias))
+
+
+@endpoints_app.command("list")
+def endpoints_list(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.list_endpoints())
+
+
+@endpoints_app.command("switch")
+def endpoints_switch(
+    name: str,
+    version: Annotated[int | None, typer.Option()] = None,
+    alias: Annotated[str | None, typer.Option()] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+) -> None:
+    _run(url, key, lambda c: c.update_endpoint(name, version=version, alias=alias))
+
+
+@endpoints_app.command("delete")
+def endpoints_delete(name: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
+    _run(url, key, lambda c: c.delete_endpoint(name))
+
+
+@app.command()
+def predict(
+    endpoint: str,
+    instances: Annotated[str, typer.Argument(help="JSON list of objects, or @file.json")],
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+) -> None:
+    """Get predictions from an endpoint."""
+    text = Path(instances[1:]).read_text(encoding="utf-8") if instances.startswith("@") else instances
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"instances are not valid JSON: {exc}") from None
+    _run(url, key, lambda c: c.predict(endpoint, rows if isinstance(rows, list) else [rows]))
+
+
+@app.command()
+def usage(url: Url = DEFAULT_URL, key: Key = "") -> None:
+    """Metered usage of your tenant."""
+    _run(url, key, lambda c: c.usage())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,75 @@
+"""One typed settings object, read once at start-up and passed explicitly (STYLE habit 7).
+
+Every field can be set by an environment variable ``MAAS_<NAME>`` or in ``maas.toml`` in the working
+directory. Worker processes receive the settings serialised as JSON, never by re-reading the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAAS_", toml_file="maas.toml", extra="ignore")
+
+    home: Path = Field(default=Path(".maas"), description="Directory for the SQLite file, artifacts and keys.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in `home`.")
+    storage_url: str = Field(default="", description="Artifact store URL (file://…); empty means `home`/artifacts.")
+    executor: Literal["local"] = Field(default="local", description="Where training jobs run.")
+    environment: Literal["development", "production"] = "development"
+    admin_key: str | None = Field(default=None, description="Platform admin key; generated on first start if unset.")
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Largest dataset upload accepted.")
+    max_batch_instances: int = Field(default=1024, gt=0, description="Largest predict batch accepted.")
+    preview_rows: int = Field(default=20, gt=0, le=1000)
+    job_lease_seconds: float = Field(default=30.0, gt=0, description="A worker silent for this long loses its job.")
+    job_heartbeat_seconds: float = Field(default=2.0, gt=0)
+    dispatcher_poll_seconds: float = Field(default=0.5, gt=0)
+    max_concurrent_jobs: int = Field(default=1, gt=0, description="Worker subprocesses run at once.")
+    max_job_attempts: int = Field(default=5, gt=0, description="A job that dies this often is failed for good.")
+    auth_cache_ttl_seconds: float = Field(default=2.0, ge=0, description="Key/route cache TTL; bounds revocation lag.")
+    batch_max_size: int = Field(default=64, gt=0, description="Adaptive batcher: most requests merged.")
+    batch_max_wait_ms: float = Field(default=2.0, ge=0, description="Adaptive batcher: longest wait to fill.")
+    worker_threads: int = Field(default=0, ge=0, description="torch threads per worker; 0 lets torch choose.")
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.environment == "production" and not self.admin_key:
+            raise ValueError("MAAS_ADMIN_KEY must be set when MAAS_ENVIRONMENT=production")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'maas.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.home / "artifacts").resolve().as_uri()
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.home / "admin.key"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space of jobs: checkpoints, logs."""
+        return self.home / "work"

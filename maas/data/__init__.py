@@ -1,0 +1,1 @@
+"""Datasets: tabular formats (``formats``), column profiles (``profile``) and the dataset service."""

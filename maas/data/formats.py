@@ -1,0 +1,178 @@
+"""Tabular file formats: turn uploaded bytes into a DataFrame, or say exactly what to fix.
+
+Parquet is recognised by its magic bytes (``PAR1``); anything else is read as CSV. The uploaded file name
+is only a hint for a better error message: it is never used as a path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+
+from maas.errors import InvalidInput
+
+TableFormat = Literal["csv", "parquet"]
+
+_PARQUET_MAGIC = b"PAR1"
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_FILE_LOC = ["body", "file"]
+
+
+def _invalid(detail: str, **extra: Any) -> InvalidInput:
+    return InvalidInput(detail, errors=[{"loc": _FILE_LOC, "msg": detail, **extra}])
+
+
+def read_table(content: bytes, filename: str) -> tuple[pd.DataFrame, TableFormat]:
+    """Parse an upload into a DataFrame and name its format; ``InvalidInput`` says what to fix."""
+    if not content.strip():
+        raise _invalid("the file is empty; upload a CSV file with a header row and data rows, or a Parquet file")
+    if content[:4] == _PARQUET_MAGIC:
+        frame = _parse_parquet(content)
+        _check_columns([str(name) for name in frame.columns])
+        _check_has_rows(frame)
+        return frame, "parquet"
+    if filename.lower().endswith(_PARQUET_SUFFIXES):
+        raise _invalid(
+            "the file is named like a Parquet file but does not start with the Parquet magic bytes 'PAR1'; "
+            "it is corrupt or not Parquet: re-export it with pandas.DataFrame.to_parquet or pyarrow"
+        )
+    text = _decode_csv(content)
+    header = _check_csv_rows(text)
+    _check_columns(header)
+    frame = _parse_csv(text)
+    _check_has_rows(frame)
+    return frame, "csv"
+
+
+def load_frame(content: bytes, format: str) -> pd.DataFrame:
+    """Load a stored dataset version (already validated by ``read_table`` at upload)."""
+    if format == "parquet":
+        return _parse_parquet(content)
+    if format == "csv":
+        return _parse_csv(_decode_csv(content))
+    raise ValueError(f"unknown dataset format {format!r}")
+
+
+# --- CSV -----------------------------------------------------------------------------------------------
+
+
+def _decode_csv(content: bytes) -> str:
+    nul = content.find(b"\x00")
+    if nul != -1:
+        raise _invalid(
+            f"the file is binary, not CSV text: it contains a NUL byte at byte offset {nul}; "
+            "upload a UTF-8 CSV file or a Parquet file"
+        )
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = content.count(b"\n", 0, exc.start) + 1
+        bad = content[exc.start : exc.start + 1].hex()
+        raise _invalid(
+            f"the file is not valid UTF-8 text: byte 0x{bad} at byte offset {exc.start} (line {line}) "
+            "cannot be decoded; re-save the CSV with UTF-8 encoding (or upload Parquet)"
+        ) from None
+
+
+def _check_csv_rows(text: str) -> list[str]:
+    """Return the header after checking that every data line has as many fields as the header.
+
+    pandas silently pads short rows with NaN (and turns a long first row into an index), so we count the
+    fields ourselves, with the same dialect pandas uses (comma, double quotes), skipping blank lines.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    record_start = 1
+    try:
+        for fields in reader:
+            this_start, record_start = record_start, reader.line_num + 1
+            if not fields:
+                continue
+            if header is None:
+                header = fields
+            elif len(fields) != len(header):
+                line = this_start  # where the record begins (a quoted field may span lines)
+                raise _invalid(
+                    f"line {line} has {len(fields)} fields but the header has {len(header)}; "
+                    "every row needs one value per column (quote values that contain commas)",
+                    line=line,
+                    expected=len(header),
+                    found=len(fields),
+                )
+    except csv.Error as exc:
+        raise _invalid(f"line {reader.line_num} cannot be read as CSV: {exc}", line=reader.line_num) from None
+    if header is None:
+        raise _invalid("the file is empty; upload a CSV file with a header row and data rows, or a Parquet file")
+    _check_quotes_closed(text, this_start)
+    return header
+
+
+def _check_quotes_closed(text: str, last_start: int) -> None:
+    """The lenient reader silently closes a quote left open at the end of the file; say where it opened."""
+    tail = "".join(io.StringIO(text, newline="").readlines()[last_start - 1 :])
+    try:
+        for _ in csv.reader(io.StringIO(tail, newline=""), strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):
+            return  # strict-only complaints about input pandas accepts are not ours to raise
+        raise _invalid(
+            f"line {last_start} opens a quoted CSV field that is never closed; close the quote or remove it",
+            line=last_start,
+        ) from None
+
+
+def _parse_csv(text: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.StringIO(text), low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise _invalid("the file has no columns; the first line must be a header naming the columns") from None
+    except pd.errors.ParserError as exc:
+        message = str(exc).removeprefix("Error tokenizing data. C error: ").strip()
+        raise _invalid(f"the file is not well-formed CSV: {message}") from None
+
+
+# --- Parquet -------------------------------------------------------------------------------------------
+
+
+def _parse_parquet(content: bytes) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(io.BytesIO(content))
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        raise _invalid(f"the Parquet file is corrupt or truncated ({exc}); re-export it and upload it again") from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # A saved pandas index (e.g. a named 'id') is data the user wants to see as a column.
+        frame = frame.reset_index()
+    return frame
+
+
+# --- shared checks ----------------------------------------------------------------------------------------
+
+
+def _check_columns(names: list[str]) -> None:
+    empty = [position for position, name in enumerate(names, start=1) if not name.strip()]
+    if empty:
+        shown = ", ".join(str(position) for position in empty)
+        raise _invalid(
+            f"the header has empty column names (column {shown}); give every column a name",
+            columns=empty,
+        )
+    duplicates = [name for name, count in Counter(names).items() if count > 1]
+    if duplicates:
+        shown = ", ".join(repr(name) for name in duplicates)
+        raise _invalid(
+            f"the header repeats column names: {shown}; every column needs a distinct name",
+            columns=duplicates,
+        )
+
+
+def _check_has_rows(frame: pd.DataFrame) -> None:
+    if len(frame.columns) == 0:
+        raise _invalid("the file has no columns; the first line must be a header naming the columns")
+    if len(frame) == 0:
+        raise _invalid("the file has a header but no data rows; add at least one row of data")

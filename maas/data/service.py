@@ -1,0 +1,179 @@
+"""Datasets and their immutable versions: upload, look up, preview, delete.
+
+Plain functions over a SQLAlchemy ``Session`` (and an ``ArtifactStore`` where bytes are involved). They
+flush but never commit: the caller's ``session_scope`` does. The original uploaded bytes are stored
+content-addressed; the rows pointing at them are written only after the blob is complete (DESIGN 4).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from maas.data.formats import load_frame, read_table
+from maas.data.profile import json_safe, profile_columns
+from maas.db.tables import Dataset, DatasetVersion
+from maas.db.tenancy import get_owned
+from maas.errors import InvalidInput, NotFound, PayloadTooLarge
+from maas.ids import new_id
+from maas.storage import ArtifactStore
+
+NAME_MAX_LENGTH = 200
+FILENAME_MAX_LENGTH = 255
+MAX_PREVIEW_ROWS = 1000
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", re.ASCII)
+
+
+def upload_dataset(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    tenant_id: str,
+    name: str,
+    filename: str,
+    content: bytes,
+    max_bytes: int,
+) -> DatasetVersion:
+    """Validate, profile and store an upload as a new dataset, or as the next version of ``name``."""
+    _check_name(name)
+    if len(content) > max_bytes:
+        detail = f"the file is {len(content)} bytes; the limit is {max_bytes} bytes"
+        raise PayloadTooLarge(detail, errors=[{"loc": ["body", "file"], "msg": detail, "limit": max_bytes}])
+    frame, table_format = read_table(content, filename)
+    columns = profile_columns(frame)
+
+    digest = store.put(content)  # complete before any row names it
+
+    dataset = session.scalars(select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)).one_or_none()
+    if dataset is None:
+        dataset = Dataset(id=new_id("ds"), tenant_id=tenant_id, name=name, kind="tabular")
+        session.add(dataset)
+        number = 1
+    else:
+        number = _max_version(session, dataset.id) + 1
+    version = DatasetVersion(
+        id=new_id("dsv"),
+        tenant_id=tenant_id,
+        version=number,
+        original_filename=display_filename(filename),
+        format=table_format,
+        digest=digest,
+        size_bytes=len(content),
+        row_count=len(frame),
+        columns=columns,
+    )
+    version.dataset = dataset
+    session.add(version)
+    session.flush()
+    return version
+
+
+def list_datasets(session: Session, tenant_id: str) -> list[Dataset]:
+    statement = (
+        select(Dataset)
+        .where(Dataset.tenant_id == tenant_id)
+        .options(selectinload(Dataset.versions))
+        .order_by(Dataset.created_at, Dataset.id)
+    )
+    return list(session.scalars(statement).all())
+
+
+def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    """The tenant's dataset; another tenant's id is ``NotFound`` exactly like an unknown one."""
+    return get_owned(session, Dataset, tenant_id, "dataset", id=dataset_id)
+
+
+def get_version(session: Session, tenant_id: str, dataset_id: str, version: int) -> DatasetVersion:
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    statement = select(DatasetVersion).where(
+        DatasetVersion.tenant_id == tenant_id,
+        DatasetVersion.dataset_id == dataset.id,
+        DatasetVersion.version == version,
+    )
+    row = session.scalars(statement).one_or_none()
+    if row is None:
+        raise NotFound("dataset version", f"{dataset_id} v{version}")
+    return row
+
+
+def latest_version(session: Session, tenant_id: str, dataset_id: str) -> DatasetVersion:
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    return get_version(session, tenant_id, dataset.id, _max_version(session, dataset.id))
+
+
+def resolve_version(session: Session, tenant_id: str, dataset_id: str, version: int | None) -> DatasetVersion:
+    """The given version, or the latest when ``version`` is None."""
+    if version is None:
+        return latest_version(session, tenant_id, dataset_id)
+    return get_version(session, tenant_id, dataset_id, version)
+
+
+def preview(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    tenant_id: str,
+    dataset_id: str,
+    version: int | None,
+    rows: int,
+) -> dict[str, Any]:
+    """The first ``rows`` rows of a version as plain JSON (NaN → null, timestamps → ISO strings)."""
+    if not 0 <= rows <= MAX_PREVIEW_ROWS:
+        detail = f"rows must be between 0 and {MAX_PREVIEW_ROWS}"
+        raise InvalidInput(detail, errors=[{"loc": ["query", "rows"], "msg": detail}])
+    row = resolve_version(session, tenant_id, dataset_id, version)
+    head = load_version_frame(store, row).head(rows)
+    return {
+        "dataset_id": row.dataset_id,
+        "version": row.version,
+        "columns": [str(name) for name in head.columns],
+        "rows": [[json_safe(value) for value in values] for values in head.itertuples(index=False, name=None)],
+    }
+
+
+def delete_dataset(session: Session, store: ArtifactStore, *, tenant_id: str, dataset_id: str) -> None:
+    """Delete a dataset with all its versions, and the blobs no remaining version (of any tenant) uses.
+
+    Model versions name dataset ids in their lineage as plain strings, so they survive this.
+    """
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    digests = {version.digest for version in dataset.versions}
+    session.delete(dataset)
+    session.flush()
+    still_used = set(session.scalars(select(DatasetVersion.digest).where(DatasetVersion.digest.in_(digests))).all())
+    for digest in sorted(digests - still_used):
+        store.delete(digest)
+
+
+def load_version_frame(store: ArtifactStore, version: DatasetVersion) -> pd.DataFrame:
+    """The stored bytes of ``version`` parsed back into the DataFrame that was profiled at upload."""
+    return load_frame(store.get(version.digest), version.format)
+
+
+def display_filename(filename: str) -> str:
+    """The uploaded name for display only: no path components, no control characters, ≤ 255 chars."""
+    base = re.split(r"[/\\]", filename)[-1]
+    cleaned = "".join(ch for ch in base if not unicodedata.category(ch).startswith("C")).strip()
+    if cleaned in {"", ".", ".."}:
+        return "upload"
+    return cleaned[:FILENAME_MAX_LENGTH]
+
+
+def _check_name(name: str) -> None:
+    if not (1 <= len(name) <= NAME_MAX_LENGTH and _NAME.fullmatch(name)):
+        detail = (
+            f"the dataset name must be 1 to {NAME_MAX_LENGTH} characters: letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit"
+        )
+        raise InvalidInput(detail, errors=[{"loc": ["body", "name"], "msg": detail}])
+
+
+def _max_version(session: Session, dataset_id: str) -> int:
+    statement = select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset_id)
+    return int(session.scalar(statement) or 0)

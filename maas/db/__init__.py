@@ -1,0 +1,1 @@
+"""Relational state: ORM tables, engine and session scope, Alembic migrations."""

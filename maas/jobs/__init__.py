@@ -1,0 +1,1 @@
+"""Durable training jobs: the DB table is the queue; workers are subprocesses."""

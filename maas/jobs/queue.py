@@ -1,0 +1,105 @@
+"""Queue operations on the ``jobs`` table: claim with a lease, heartbeat, finish, requeue the dead.
+
+Claims and lease renewals are compare-and-set UPDATEs, so several dispatchers (API instances) can share
+one database without taking the same job twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from maas.db.tables import Job, JobEvent, utcnow
+from maas.jobs.states import JobState, check_transition
+
+
+class LeaseLost(Exception):
+    """The job's lease now belongs to someone else (or to nobody): stop working on it."""
+
+
+def append_event(session: Session, job_id: str, kind: str, payload: dict[str, Any]) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, payload=payload))
+
+
+def transition(session: Session, job: Job, target: JobState, **detail: Any) -> None:
+    check_transition(JobState(job.state), target)
+    job.state = target.value
+    if target.is_terminal:
+        job.finished_at = utcnow()
+        job.lease_owner = None
+        job.lease_expires_at = None
+    append_event(session, job.id, "state", {"state": target.value, **detail})
+
+
+def claim_next(session: Session, *, owner: str, lease_seconds: float) -> Job | None:
+    """Take the oldest queued job, or None. The caller commits."""
+    candidates = session.scalars(
+        select(Job.id).where(Job.state == JobState.QUEUED.value).order_by(Job.created_at).limit(5)
+    ).all()
+    now = utcnow()
+    for job_id in candidates:
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+            .values(
+                state=JobState.RUNNING.value,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=Job.attempts + 1,
+                started_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            job = session.get(Job, job_id, populate_existing=True)
+            assert job is not None
+            append_event(session, job.id, "state", {"state": JobState.RUNNING.value, "attempt": job.attempts})
+            return job
+    return None
+
+
+def renew_lease(session: Session, *, job_id: str, owner: str, lease_seconds: float) -> bool:
+    """Extend the lease; returns whether cancellation was requested. Raises LeaseLost."""
+    renewed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.state == JobState.RUNNING.value)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    if renewed.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(job_id)
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def owned_job(session: Session, *, job_id: str, owner: str) -> Job:
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.lease_owner != owner or job.state != JobState.RUNNING.value:
+        raise LeaseLost(job_id)
+    return job
+
+
+def release_for_retry(session: Session, job: Job, *, reason: str, max_attempts: int) -> None:
+    """A worker died: requeue to resume from the checkpoint, or fail once attempts are used up."""
+    if job.attempts >= max_attempts:
+        job.error = f"gave up after {job.attempts} attempts; last: {reason}"
+        transition(session, job, JobState.FAILED, reason=job.error)
+        return
+    job.lease_owner = None
+    job.lease_expires_at = None
+    transition(session, job, JobState.QUEUED, reason=reason)
+
+
+def requeue_expired(session: Session, *, max_attempts: int, now: datetime | None = None) -> list[str]:
+    """Requeue running jobs whose worker stopped heartbeating. Returns their ids."""
+    moment = now or utcnow()
+    expired = session.scalars(
+        select(Job).where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < moment)
+    ).all()
+    for job in expired:
+        release_for_retry(
+            session, job, reason="the worker stopped heartbeating (lease expired)", max_attempts=max_attempts
+        )
+    return [job.id for job in expired]

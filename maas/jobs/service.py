@@ -1,0 +1,130 @@
+"""Submitting, reading and cancelling jobs: validation happens here, before anything is queued."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maas.data import service as datasets
+from maas.db.tables import Job, JobEvent
+from maas.db.tenancy import get_owned, scoped
+from maas.errors import Conflict, InvalidInput
+from maas.ids import new_id
+from maas.jobs.queue import append_event, transition
+from maas.jobs.states import JobState
+from maas.models import FAMILIES
+from maas.models.tabular_mlp import infer_task
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    dataset_id: str
+    family: str
+    target: str
+    dataset_version: int | None = None
+    task: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    model_name: str | None = None
+
+
+def _field_error(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", errors=[{"loc": ["body", field], "msg": message}])
+
+
+def _validated_hyperparameters(family: str, raw: dict[str, Any]) -> dict[str, Any]:
+    params_class = FAMILIES[family].hyperparameters
+    try:
+        return params_class.model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", "hyperparameters", *map(str, err["loc"])], "msg": err["msg"]} for err in exc.errors()
+        ]
+        named = "; ".join(f"hyperparameters.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid hyperparameters: {named}", errors=errors) from None
+
+
+def _default_model_name(dataset_name: str, target: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{dataset_name}-{target}").strip("-._")
+    return (cleaned or "model")[:100]
+
+
+def submit_training_job(session: Session, *, tenant_id: str, request: TrainRequest) -> Job:
+    if request.family not in FAMILIES:
+        raise _field_error("family", f"unknown family '{request.family}'; known: {sorted(FAMILIES)}")
+    version = datasets.resolve_version(session, tenant_id, request.dataset_id, request.dataset_version)
+    columns = {column["name"]: column for column in version.columns}
+    if request.target not in columns:
+        raise _field_error("target", f"column '{request.target}' is not in the dataset; columns: {sorted(columns)}")
+    target_profile = columns[request.target]
+    task = request.task or infer_task(target_profile)
+    if task not in ("classification", "regression"):
+        raise _field_error("task", "must be 'classification' or 'regression'")
+    if task == "classification" and int(target_profile.get("unique", 0)) < 2:
+        raise _field_error("target", f"column '{request.target}' has a single class; classification needs two or more")
+    if task == "regression" and target_profile.get("type") != "numeric":
+        raise _field_error(
+            "task", f"regression needs a numeric target; '{request.target}' is {target_profile.get('type')}"
+        )
+    if len(columns) < 2:
+        raise _field_error("dataset_id", "the dataset has no feature columns besides the target")
+    hyperparameters = _validated_hyperparameters(request.family, request.hyperparameters or {})
+    model_name = request.model_name or _default_model_name(version.dataset.name, request.target)
+    if not _MODEL_NAME.match(model_name):
+        raise _field_error("model_name", "1-100 characters: letters, digits, '-', '_' or '.', starting alphanumeric")
+    job = Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        family=request.family,
+        state=JobState.QUEUED.value,
+        spec={
+            "dataset_id": version.dataset_id,
+            "dataset_version": version.version,
+            "dataset_version_id": version.id,
+            "target": request.target,
+            "task": task,
+            "hyperparameters": hyperparameters,
+            "model_name": model_name,
+            "column_types": {name: column["type"] for name, column in columns.items()},
+        },
+    )
+    session.add(job)
+    session.flush()
+    append_event(session, job.id, "state", {"state": JobState.QUEUED.value})
+    return job
+
+
+def list_jobs(session: Session, tenant_id: str, *, limit: int = 100) -> list[Job]:
+    return list(session.scalars(scoped(Job, tenant_id).order_by(Job.created_at.desc()).limit(limit)))
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    return get_owned(session, Job, tenant_id, "job", id=job_id)
+
+
+def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
+    """Queued jobs are cancelled at once; running ones at the worker's next check (within one heartbeat)."""
+    job = get_job(session, tenant_id, job_id)
+    state = JobState(job.state)
+    if state.is_terminal:
+        raise Conflict(f"job {job_id} is already {state.value}")
+    if state is JobState.QUEUED:
+        transition(session, job, JobState.CANCELLED, reason="cancelled by the user")
+    else:
+        job.cancel_requested = True
+        append_event(session, job.id, "log", {"message": "cancellation requested"})
+    return job
+
+
+def list_events(session: Session, *, tenant_id: str, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+    get_job(session, tenant_id, job_id)
+    statement = (
+        select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id).limit(limit)
+    )
+    return list(session.scalars(statement))

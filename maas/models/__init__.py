@@ -1,0 +1,14 @@
+"""Model families, one module each, behind :class:`maas.models.base.ModelFamily`.
+
+Importing this package never imports torch; the torch networks live in ``*_net`` modules that only
+training code imports.
+"""
+
+from __future__ import annotations
+
+from maas.models.base import ModelFamily, TaskKind
+from maas.models.tabular_mlp import TABULAR_MLP
+
+FAMILIES: dict[str, ModelFamily] = {TABULAR_MLP.name: TABULAR_MLP}
+
+__all__ = ["FAMILIES", "ModelFamily", "TaskKind"]

@@ -1,0 +1,125 @@
+"""Model registry: a model is a tenant-scoped name; each training run adds version 1, 2, …"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from maas.db.tables import Model, ModelAlias, ModelVersion, utcnow
+from maas.db.tenancy import get_owned, scoped
+from maas.errors import Conflict, InvalidInput, NotFound
+from maas.ids import new_id
+
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    model_name: str
+    family: str
+    task: str
+    artifact_digest: str
+    preprocessing: dict[str, Any]
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    lineage: dict[str, Any]
+
+
+def register_version(session: Session, *, tenant_id: str, new: NewVersion) -> ModelVersion:
+    model = session.scalars(scoped(Model, tenant_id).where(Model.name == new.model_name)).one_or_none()
+    if model is None:
+        model = Model(id=new_id("mdl"), tenant_id=tenant_id, name=new.model_name, family=new.family, task=new.task)
+        session.add(model)
+        session.flush()
+    elif (model.family, model.task) != (new.family, new.task):
+        raise Conflict(
+            f"model '{new.model_name}' is a {model.family} {model.task} model; "
+            f"a {new.family} {new.task} version cannot be added to it"
+        )
+    latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
+    version = ModelVersion(
+        id=new_id("mv"),
+        model_id=model.id,
+        tenant_id=tenant_id,
+        version=(latest or 0) + 1,
+        artifact_digest=new.artifact_digest,
+        preprocessing=new.preprocessing,
+        signature=new.signature,
+        metrics=new.metrics,
+        hyperparameters=new.hyperparameters,
+        lineage=new.lineage,
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def list_models(session: Session, tenant_id: str) -> list[Model]:
+    return list(session.scalars(scoped(Model, tenant_id).order_by(Model.name)))
+
+
+def get_model(session: Session, tenant_id: str, name: str) -> Model:
+    return get_owned(session, Model, tenant_id, "model", name=name)
+
+
+def list_versions(session: Session, model: Model) -> list[ModelVersion]:
+    return list(
+        session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version))
+    )
+
+
+def list_aliases(session: Session, model: Model) -> dict[str, int]:
+    rows = session.scalars(select(ModelAlias).where(ModelAlias.model_id == model.id))
+    return {row.alias: row.version for row in rows}
+
+
+def get_version(session: Session, tenant_id: str, name: str, version: int) -> ModelVersion:
+    model = get_model(session, tenant_id, name)
+    row = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("model version", f"{name}/{version}")
+    return row
+
+
+def set_alias(session: Session, *, tenant_id: str, name: str, alias: str, version: int) -> ModelAlias:
+    if not _ALIAS.match(alias):
+        raise InvalidInput(
+            "alias must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter",
+            errors=[{"loc": ["path", "alias"], "msg": "invalid alias"}],
+        )
+    if alias == "latest":
+        raise InvalidInput("'latest' is reserved: it always names the newest version")
+    target = get_version(session, tenant_id, name, version)
+    row = session.get(ModelAlias, (target.model_id, alias))
+    if row is None:
+        row = ModelAlias(model_id=target.model_id, alias=alias, version=version)
+        session.add(row)
+    else:
+        row.version = version
+        row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def resolve(session: Session, *, tenant_id: str, name: str, version: int | None, alias: str | None) -> ModelVersion:
+    """The version an endpoint serves: pinned, by alias, or the newest ('latest')."""
+    model = get_model(session, tenant_id, name)
+    if version is None:
+        if alias in (None, "latest"):
+            newest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
+            if newest is None:
+                raise NotFound("model version", f"{name}/latest")
+            version = newest
+        else:
+            row = session.get(ModelAlias, (model.id, alias))
+            if row is None:
+                raise NotFound("model alias", f"{name}@{alias}")
+            version = row.version
+    return get_version(session, tenant_id, name, version)

@@ -1,0 +1,1 @@
+"""Endpoints and the prediction data plane (ONNX Runtime, adaptive batching, caches)."""

@@ -1,0 +1,232 @@
+"""Adaptive batching: concurrent requests to one model are merged into one runtime call.
+
+The batcher only schedules. Items and results are opaque to it: merging the items of a batch into
+one input (concatenating instance arrays) and splitting the output back into one result per item is
+the job of the ``process_batch`` callable the caller hands in.
+
+Scheduling policy (latency first):
+
+1. One batch is in flight at a time per batcher. The runtime (ONNX Runtime) already uses its own
+   intra-op threads, so running two batches side by side would only make them fight for cores.
+2. When nothing is running and an item arrives, it is dispatched at once, alone: at concurrency 1
+   the batcher adds no wait.
+3. Items that arrive while a batch runs are queued. When the batch finishes, the queue (up to
+   ``max_batch_size`` items, oldest first) forms the next batch.
+4. ``max_wait_s`` is an extra wait to fill a batch, and it applies only when the queue holds more than
+   one item and fewer than ``max_batch_size``: the batcher then waits until the queue is full or
+   ``max_wait_s`` (monotonic clock) has passed since it started forming the batch, whichever comes
+   first. A single queued item never waits. ``max_wait_s=0`` switches the extra wait off.
+5. ``process_batch`` is synchronous and runs in a thread (the given executor, or a dedicated single
+   thread owned by the batcher), so the event loop is never blocked.
+6. ``process_batch`` must return exactly one result per item, in order. If it raises, every caller
+   of the batch gets that exception; if it returns the wrong number of results, every caller gets
+   :class:`BatchResultMismatch`.
+7. A caller that is cancelled (its client went away) before its item is dispatched is dropped from
+   the queue; one cancelled while its batch runs is simply not answered.
+8. :meth:`AdaptiveBatcher.close` stops accepting items (``submit`` then raises
+   :class:`BatcherClosed`), finishes everything already queued, and releases the batcher's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from maas.errors import Unavailable
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class BatcherClosed(Unavailable):
+    """The batcher was closed (the model is being unloaded); the item was not accepted."""
+
+
+class BatchResultMismatch(RuntimeError):
+    """``process_batch`` returned a number of results different from the number of items it got.
+
+    This is a bug in the model's batch function, not in the caller's input, so it is not a
+    :class:`~maas.errors.MaasError`: the API renders it as a generic internal error.
+    """
+
+
+@dataclass(slots=True)
+class _Pending(Generic[ItemT, ResultT]):
+    item: ItemT
+    future: asyncio.Future[ResultT]
+
+
+class AdaptiveBatcher(Generic[ItemT, ResultT]):
+    """Queue items from many coroutines and run them through ``process_batch`` in batches.
+
+    See the module docstring for the exact scheduling policy. The batcher binds to the event loop of
+    its first :meth:`submit`; use one batcher per loop.
+    """
+
+    def __init__(
+        self,
+        process_batch: Callable[[list[ItemT]], list[ResultT]],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        executor: concurrent.futures.Executor | None = None,
+        name: str = "",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
+        self._process_batch = process_batch
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._name = name
+        self._owns_executor = executor is None
+        self._executor: concurrent.futures.Executor = executor or concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"batcher-{name}" if name else "batcher"
+        )
+        self._queue: deque[_Pending[ItemT, ResultT]] = deque()
+        self._closed = False
+        # Created on the first submit, inside the running loop.
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a batch (not counting the batch in flight)."""
+        return len(self._queue)
+
+    async def submit(self, item: ItemT) -> ResultT:
+        """Queue ``item`` and return its result once its batch has run.
+
+        Raises :class:`BatcherClosed` after :meth:`close`, the exception ``process_batch`` raised for
+        the batch, or :class:`BatchResultMismatch`.
+        """
+        if self._closed:
+            raise BatcherClosed(f"the batcher{self._label()} is closed and accepts no new items")
+        loop = asyncio.get_running_loop()
+        wakeup = self._ensure_worker()
+        future: asyncio.Future[ResultT] = loop.create_future()
+        self._queue.append(_Pending(item, future))
+        wakeup.set()
+        # If this coroutine is cancelled, awaiting cancels the future too; the worker skips it.
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new items, finish every queued one, then release the batcher's own thread."""
+        self._closed = True
+        if self._worker is not None:
+            assert self._wakeup is not None
+            self._wakeup.set()
+            await asyncio.shield(self._worker)
+        if self._owns_executor:
+            # Nothing runs in it any more (the worker has drained), so this does not block.
+            self._executor.shutdown(wait=False)
+
+    def _label(self) -> str:
+        return f" '{self._name}'" if self._name else ""
+
+    def _ensure_worker(self) -> asyncio.Event:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(self._wakeup), name=f"batcher{self._label()}"
+            )
+        return self._wakeup
+
+    async def _run(self, wakeup: asyncio.Event) -> None:
+        try:
+            while True:
+                self._drop_cancelled()
+                if not self._queue:
+                    if self._closed:
+                        return
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                await self._fill(wakeup)
+                batch = self._take_batch()
+                if batch:
+                    await self._dispatch(batch)
+        finally:
+            # Only reached with items left if the worker itself was cancelled (loop shutdown).
+            while self._queue:
+                pending = self._queue.popleft()
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        BatcherClosed(f"the batcher{self._label()} stopped before running this item")
+                    )
+
+    async def _fill(self, wakeup: asyncio.Event) -> None:
+        """Wait up to ``max_wait_s`` for a partly filled queue (2 or more items) to fill up."""
+        if self._max_wait_s <= 0 or self._closed:
+            return
+        deadline = time.monotonic() + self._max_wait_s
+        while 1 < len(self._queue) < self._max_batch_size and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=remaining)
+            self._drop_cancelled()
+
+    def _drop_cancelled(self) -> None:
+        if any(pending.future.done() for pending in self._queue):
+            self._queue = deque(pending for pending in self._queue if not pending.future.done())
+
+    def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
+        batch: list[_Pending[ItemT, ResultT]] = []
+        while self._queue and len(batch) < self._max_batch_size:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                batch.append(pending)
+        return batch
+
+    async def _dispatch(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+        items = [pending.item for pending in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._process_batch, items)
+        except asyncio.CancelledError:
+            _fail_all(batch, BatcherClosed(f"the batcher{self._label()} stopped while running this item"))
+            raise
+        except Exception as exc:
+            _fail_all(batch, exc)
+            return
+        if not isinstance(results, list) or len(results) != len(batch):
+            got = f"{len(results)} results" if isinstance(results, list) else type(results).__name__
+            _fail_all(
+                batch,
+                BatchResultMismatch(
+                    f"process_batch of batcher{self._label()} got {len(batch)} items but returned {got}"
+                ),
+            )
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+
+def _fail_all(batch: list[_Pending[ItemT, ResultT]], exc: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(exc)

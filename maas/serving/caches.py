@@ -1,0 +1,111 @@
+"""Caches on the predict path: endpoint routes (short TTL) and loaded models (LRU).
+
+A route answers "which model version does tenant T's endpoint E serve now"; it is dropped at once when
+this process changes an endpoint or alias, and otherwise lives ``ttl`` seconds, so changes made through
+another API instance are seen within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from maas.serving.batcher import AdaptiveBatcher
+from maas.serving.runtime import ModelIdentity, TabularOnnxModel
+
+
+class RouteCache:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._routes: dict[tuple[str, str], tuple[float, ModelIdentity]] = {}
+
+    def get(self, tenant_id: str, endpoint: str) -> ModelIdentity | None:
+        hit = self._routes.get((tenant_id, endpoint))
+        if hit is None or hit[0] <= self._clock():
+            return None
+        return hit[1]
+
+    def put(self, tenant_id: str, endpoint: str, identity: ModelIdentity) -> None:
+        self._routes[(tenant_id, endpoint)] = (self._clock() + self._ttl, identity)
+
+    def invalidate_tenant(self, tenant_id: str) -> None:
+        for key in [key for key in self._routes if key[0] == tenant_id]:
+            del self._routes[key]
+
+
+@dataclass
+class LoadedModel:
+    model: TabularOnnxModel
+    batcher: AdaptiveBatcher[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def make_batch_runner(model: TabularOnnxModel) -> Callable[[list[np.ndarray[Any, Any]]], list[np.ndarray[Any, Any]]]:
+    """Merge the requests of a batch into one ONNX call and split the output back per request."""
+
+    def run_batch(items: list[np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
+        if len(items) == 1:
+            return [model.run(items[0])]
+        output = model.run(np.concatenate(items, axis=0))
+        bounds = np.cumsum([len(item) for item in items])[:-1]
+        return list(np.split(output, bounds))
+
+    return run_batch
+
+
+class ModelCache:
+    """Loaded models by version id, least recently used evicted first.
+
+    An evicted or replaced model keeps serving the requests already holding it: callers take a reference
+    to the ``LoadedModel`` before awaiting, so a switch of version never drops a request in flight.
+    """
+
+    def __init__(self, capacity: int, max_batch_size: int, max_wait_s: float) -> None:
+        self._capacity = capacity
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    def get(self, model_version_id: str) -> LoadedModel | None:
+        loaded = self._models.get(model_version_id)
+        if loaded is not None:
+            self._models.move_to_end(model_version_id)
+        return loaded
+
+    def add(self, model: TabularOnnxModel) -> tuple[LoadedModel, list[LoadedModel]]:
+        """Insert a freshly loaded model; returns it and the models evicted to make room."""
+        existing = self._models.get(model.identity.model_version_id)
+        if existing is not None:
+            return existing, []
+        loaded = LoadedModel(
+            model=model,
+            batcher=AdaptiveBatcher(
+                make_batch_runner(model),
+                max_batch_size=self._max_batch_size,
+                max_wait_s=self._max_wait_s,
+                name=f"{model.identity.model_name}/{model.identity.version}",
+            ),
+        )
+        self._models[model.identity.model_version_id] = loaded
+        evicted = []
+        while len(self._models) > self._capacity:
+            _, old = self._models.popitem(last=False)
+            evicted.append(old)
+        return loaded, evicted
+
+    def all(self) -> list[LoadedModel]:
+        return list(self._models.values())
+
+    def clear(self) -> list[LoadedModel]:
+        models = list(self._models.values())
+        self._models.clear()
+        return models
+
+
+def identity_of(model_version_id: str, model_name: str, version: int) -> ModelIdentity:
+    return ModelIdentity(model_version_id=model_version_id, model_name=model_name, version=version)

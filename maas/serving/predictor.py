@@ -1,0 +1,121 @@
+"""The protocol-neutral prediction data plane (STYLE habit 5): every wire format calls ``predict``.
+
+Hot path with warm caches: route lookup (dict), validate + encode instances, one batched ONNX call,
+decode. No database query and no blocking call on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from maas.billing.usage import UsageRecorder
+from maas.db.engine import session_scope
+from maas.db.tables import Model
+from maas.errors import InvalidInput, PayloadTooLarge
+from maas.serving.caches import LoadedModel, ModelCache, RouteCache, identity_of
+from maas.serving.endpoints import resolve_endpoint
+from maas.serving.runtime import ModelIdentity, TabularOnnxModel
+from maas.storage import ArtifactStore
+
+
+class PredictionService:
+    def __init__(
+        self,
+        *,
+        factory: sessionmaker[Session],
+        store: ArtifactStore,
+        usage: UsageRecorder,
+        max_instances: int,
+        route_ttl_seconds: float,
+        batch_max_size: int,
+        batch_max_wait_s: float,
+        model_capacity: int = 32,
+    ) -> None:
+        self._factory = factory
+        self._store = store
+        self._usage = usage
+        self._max_instances = max_instances
+        self.routes = RouteCache(route_ttl_seconds)
+        self.models = ModelCache(model_capacity, batch_max_size, batch_max_wait_s)
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+
+    async def predict(self, tenant_id: str, endpoint: str, instances: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        self._check_batch(instances)
+        identity = self.routes.get(tenant_id, endpoint)
+        if identity is None:
+            identity = await run_in_threadpool(self._resolve_route, tenant_id, endpoint)
+            self.routes.put(tenant_id, endpoint, identity)
+        loaded = self.models.get(identity.model_version_id) or await self._load(identity)
+        features = loaded.model.encode(instances)
+        output = await loaded.batcher.submit(features)
+        result = loaded.model.decode(output)
+        self._usage.add(tenant_id, "predictions", len(instances), endpoint)
+        return {
+            "endpoint": endpoint,
+            "model": identity.model_name,
+            "version": identity.version,
+            **result,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    def _check_batch(self, instances: Any) -> None:
+        if not isinstance(instances, list) or not instances:
+            raise InvalidInput(
+                "'instances' must be a non-empty list of objects (column -> value)",
+                errors=[{"loc": ["body", "instances"], "msg": "empty or not a list"}],
+            )
+        if len(instances) > self._max_instances:
+            raise PayloadTooLarge(
+                f"{len(instances)} instances in one call; the limit is {self._max_instances}: split the batch",
+                errors=[{"loc": ["body", "instances"], "msg": "too many instances"}],
+            )
+
+    def _resolve_route(self, tenant_id: str, endpoint: str) -> ModelIdentity:
+        with session_scope(self._factory) as session:
+            version = resolve_endpoint(session, tenant_id=tenant_id, name=endpoint)
+            model = session.get(Model, version.model_id)
+            assert model is not None
+            return identity_of(version.id, model.name, version.version)
+
+    async def _load(self, identity: ModelIdentity) -> LoadedModel:
+        # Concurrent first calls share one load instead of each reading and compiling the model.
+        pending = self._loading.get(identity.model_version_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
+        self._loading[identity.model_version_id] = future
+        try:
+            model = await run_in_threadpool(self._read_model, identity)
+            loaded, evicted = self.models.add(model)
+            for old in evicted:
+                asyncio.get_running_loop().create_task(old.batcher.close())
+            future.set_result(loaded)
+            return loaded
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: a lone caller re-raises below
+            raise
+        finally:
+            del self._loading[identity.model_version_id]
+
+    def _read_model(self, identity: ModelIdentity) -> TabularOnnxModel:
+        from maas.db.tables import ModelVersion
+
+        with session_scope(self._factory) as session:
+            row = session.get(ModelVersion, identity.model_version_id)
+            assert row is not None
+            preprocessing, signature, digest = row.preprocessing, row.signature, row.artifact_digest
+        return TabularOnnxModel(identity, self._store.get(digest), preprocessing, signature)
+
+    def invalidate_routes(self, tenant_id: str) -> None:
+        self.routes.invalidate_tenant(tenant_id)
+
+    async def close(self) -> None:
+        for loaded in self.models.clear():
+            await loaded.batcher.close()

@@ -1,0 +1,85 @@
+"""The artifact store: immutable blobs named by their SHA-256 (DESIGN decision 4).
+
+The public methods validate and orchestrate; a backend implements the primitives (STYLE habit 4).
+Backends are picked by URL scheme through a small registry (STYLE habit 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from maas.errors import NotFound
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_digest(digest: str) -> str:
+    """Digests come from our DB, but a digest is also a path component: never trust its shape."""
+    if not _DIGEST.match(digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return digest
+
+
+class ArtifactStore(ABC):
+    """Immutable blobs addressed by SHA-256. Writing the same bytes twice stores them once."""
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` and return its digest; the blob is complete before this returns."""
+        digest = sha256_hex(data)
+        if not self._exists(digest):
+            self._write(digest, data)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        check_digest(digest)
+        data = self._read(digest)
+        if data is None:
+            raise NotFound("artifact", digest)
+        return data
+
+    def exists(self, digest: str) -> bool:
+        return self._exists(check_digest(digest))
+
+    def delete(self, digest: str) -> None:
+        self._delete(check_digest(digest))
+
+    @abstractmethod
+    def _write(self, digest: str, data: bytes) -> None:
+        """Write atomically: the blob is either absent or complete."""
+
+    @abstractmethod
+    def _read(self, digest: str) -> bytes | None: ...
+
+    @abstractmethod
+    def _exists(self, digest: str) -> bool: ...
+
+    @abstractmethod
+    def _delete(self, digest: str) -> None: ...
+
+
+_BACKENDS: dict[str, Callable[[str], ArtifactStore]] = {}
+
+
+def register_backend(scheme: str, factory: Callable[[str], ArtifactStore]) -> None:
+    _BACKENDS[scheme] = factory
+
+
+def open_store(url: str) -> ArtifactStore:
+    """Open the store named by ``url`` (``file:///path`` or ``memory://``)."""
+    # Imported here so each backend registers itself; heavy backends would be imported only when named.
+    from maas.storage import local, memory  # noqa: F401
+
+    scheme = urlparse(url).scheme or "file"
+    try:
+        factory = _BACKENDS[scheme]
+    except KeyError:
+        raise ValueError(f"no artifact store for scheme {scheme!r}; known: {sorted(_BACKENDS)}") from None
+    return factory(url)

@@ -1,0 +1,106 @@
+"""Jobs survive kill -9 of their worker and of the whole server, resuming from the last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from maas.client import Client
+from tests.harness import LiveServer, breast_cancer_frame, csv_bytes, new_tenant
+
+FAST_LEASE = {"MAAS_JOB_LEASE_SECONDS": "4", "MAAS_JOB_HEARTBEAT_SECONDS": "0.5", "MAAS_DISPATCHER_POLL_SECONDS": "0.2"}
+# Slow enough to be killed mid-run: many small epochs, no early stopping.
+LONG_RUN = {"epochs": 400, "batch_size": 8, "early_stopping_patience": 0}
+
+
+def _worker_pids(server: LiveServer) -> list[int]:
+    assert server.process is not None
+    group = os.getpgid(server.process.pid)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == server.process.pid:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"maas.jobs.worker" in cmdline and os.getpgid(int(entry.name)) == group:
+                pids.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return pids
+
+
+def _epochs(client: Client, job_id: str) -> list[int]:
+    return [e["payload"]["epoch"] for e in client.job_events(job_id) if e["kind"] == "epoch"]
+
+
+def _wait_for_epoch(client: Client, job_id: str, at_least: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        epochs = _epochs(client, job_id)
+        if epochs and max(epochs) >= at_least:
+            return max(epochs)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached epoch {at_least}")
+
+
+def _start_job(server: LiveServer, tenant: str) -> tuple[Client, str]:
+    client = server.client(new_tenant(server, tenant)["key"])
+    dataset = client.upload_dataset_bytes(csv_bytes(breast_cancer_frame()), "bc.csv", name="bc")
+    job = client.train(dataset["id"], "target", hyperparameters=LONG_RUN, model_name="resilient")
+    return client, job["id"]
+
+
+def _assert_resumed(epochs: list[int], killed_after: int) -> None:
+    restart = next(i for i in range(1, len(epochs)) if epochs[i] <= epochs[i - 1])
+    # The resumed attempt starts after the last checkpoint, not at epoch 1: finished epochs are not redone.
+    assert epochs[restart] > 1
+    assert epochs[restart] >= killed_after - 1
+    assert max(epochs) == LONG_RUN["epochs"]
+
+
+@pytest.mark.slow
+def test_job_resumes_after_its_worker_is_killed(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "home", env=FAST_LEASE).start()
+    try:
+        client, job_id = _start_job(server, "worker-kill")
+        reached = _wait_for_epoch(client, job_id, 5)
+        pids = _worker_pids(server)
+        assert pids, "no worker process found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        finished = client.wait_for_job(job_id, timeout=300)
+        assert finished["state"] == "succeeded", finished
+        assert finished["attempts"] == 2
+        _assert_resumed(_epochs(client, job_id), reached)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_job_resumes_after_the_whole_server_is_killed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = LiveServer(home, env=FAST_LEASE).start()
+    client, job_id = _start_job(server, "server-kill")
+    reached = _wait_for_epoch(client, job_id, 5)
+    server.kill_hard()
+    restarted = LiveServer(home, env=FAST_LEASE).start()
+    try:
+        client = Client(restarted.url, client._http.headers["Authorization"].split(" ", 1)[1])
+        finished = client.wait_for_job(job_id, timeout=300)
+        assert finished["state"] == "succeeded", finished
+        _assert_resumed(_epochs(client, job_id), reached)
+    finally:
+        restarted.stop()
+
+
+def test_cancel_stops_a_running_job(server: LiveServer) -> None:
+    client, job_id = _start_job(server, "canceller")
+    _wait_for_epoch(client, job_id, 2)
+    client.cancel_job(job_id)
+    finished = client.wait_for_job(job_id, timeout=60)
+    assert finished["state"] == "cancelled"
+    assert max(_epochs(client, job_id)) < LONG_RUN["epochs"]
