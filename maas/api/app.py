@@ -111,6 +111,6 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(health.router)
     for module in (tenants, datasets, jobs, models, endpoints):
         app.include_router(module.router, prefix="/api/v1")
-    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes, framing_allowance=_MULTIPART_OVERHEAD)
     app.add_middleware(RequestIdAndMetrics, metrics=metrics)
     return app

@@ -15,21 +15,24 @@ class BodyTooLarge(Exception):
 
 
 class UploadLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before they are buffered or parsed.
+    """Refuse request bodies over ``limit + framing_allowance`` bytes with 413 before they are parsed.
 
-    Checks Content-Length up front, and counts the bytes of chunked bodies as they arrive.
+    Checks Content-Length up front, and counts the bytes of chunked bodies as they arrive. The allowance
+    covers multipart framing around a file of exactly ``limit`` bytes; the answer names ``limit`` alone,
+    the number the operator configured.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, framing_allowance: int = 0) -> None:
         self.app = app
         self.limit = limit
+        self.hard_limit = limit + framing_allowance
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared is not None and declared.isdigit() and int(declared) > self.hard_limit:
             await _send_413(send, self.limit)
             return
         received = 0
@@ -40,7 +43,7 @@ class UploadLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > self.hard_limit:
                     raise BodyTooLarge
             return message
 

@@ -157,7 +157,8 @@ def train(
             payload = event["payload"]
             if event["kind"] == "epoch":
                 console.print(
-                    f"epoch {payload['epoch']}/{payload['epochs']} loss {payload['train_loss']:.4f} val {payload['val_loss']}"
+                    f"epoch {payload['epoch']}/{payload['epochs']}"
+                    f" loss {payload['train_loss']:.4f} val {payload['val_loss']:.4f}"
                 )
             elif event["kind"] == "state":
                 console.print(f"state: {payload['state']}")

@@ -126,5 +126,3 @@ def _finish(factory: sessionmaker[Session], job_id: str, owner: str, state: JobS
         if state is JobState.FAILED:
             job.error = reason
         transition(session, job, state, reason=reason)
-
-

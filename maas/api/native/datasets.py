@@ -46,7 +46,7 @@ def upload_dataset(
     limit = state.settings.max_upload_bytes
     content = file.file.read(limit + 1)
     if len(content) > limit:
-        raise PayloadTooLarge(f"the file is over the upload limit of {limit} bytes")
+        raise PayloadTooLarge(f"the file is over the upload limit of {limit} bytes (MAAS_MAX_UPLOAD_BYTES)")
     filename = file.filename or "upload"
     if not content:
         raise InvalidInput("the uploaded file is empty", errors=[{"loc": ["body", "file"], "msg": "empty file"}])
