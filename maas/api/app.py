@@ -108,9 +108,10 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
     )
     metrics = ApiMetrics()
     install_error_handlers(app)
-    app.include_router(health.router)
-    for module in (tenants, datasets, jobs, models, endpoints):
+    # Routes are matched in order: the predict path's router goes first, so it is found soonest.
+    for module in (endpoints, tenants, datasets, jobs, models):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(health.router)
     app.add_middleware(UploadLimit, limit=settings.max_upload_bytes, framing_allowance=_MULTIPART_OVERHEAD)
     app.add_middleware(RequestIdAndMetrics, metrics=metrics)
     return app

@@ -9,14 +9,16 @@ from starlette.concurrency import run_in_threadpool
 
 from maas.api.state import AppState
 from maas.auth.roles import Principal, Role
-from maas.auth.secrets import secrets_match
+from maas.auth.secrets import hash_secret, secrets_match
 from maas.auth.service import resolve_key
 from maas.errors import Forbidden, Unauthorized
 
 _ADMIN = Principal(role=Role.ADMIN, key_id="admin", tenant_id=None)
 
 
-def app_state(request: Request) -> AppState:
+# The dependencies are coroutines on purpose: FastAPI runs a plain ``def`` dependency in a worker thread,
+# and that hop costs more than everything else these functions do on the predict path.
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.maas
     return state
 
@@ -52,27 +54,32 @@ async def _cached_or_resolved(state: AppState, secret: str) -> Principal | None:
     cached = state.keys.peek(secret)
     if cached is not None:
         return cached[0]
-    principal = await run_in_threadpool(_resolve, state, secret)
-    state.keys.store(secret, principal)
-    return principal
+
+    async def lookup() -> Principal | None:
+        principal = await run_in_threadpool(_resolve, state, secret)
+        state.keys.store(secret, principal)
+        return principal
+
+    # Keyed by the secret's hash, not the secret: the in-flight table is never a place secrets rest in.
+    return await state.key_lookups.run(hash_secret(secret), lookup)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def require_admin(principal: CurrentPrincipal) -> Principal:
+async def require_admin(principal: CurrentPrincipal) -> Principal:
     if not principal.is_admin:
         raise Forbidden("only the platform admin may do this")
     return principal
 
 
-def require_developer(principal: CurrentPrincipal) -> Principal:
+async def require_developer(principal: CurrentPrincipal) -> Principal:
     if principal.role is not Role.DEVELOPER:
         raise Forbidden(f"this needs a developer key; this key's role is {principal.role.value}")
     return principal
 
 
-def require_tenant(principal: CurrentPrincipal) -> Principal:
+async def require_tenant(principal: CurrentPrincipal) -> Principal:
     if principal.tenant_id is None:
         raise Forbidden("this needs a tenant key (developer or consumer); the admin key manages tenants only")
     return principal

@@ -20,6 +20,7 @@ from maas.errors import InvalidInput, PayloadTooLarge
 from maas.serving.caches import LoadedModel, ModelCache, RouteCache, identity_of
 from maas.serving.endpoints import resolve_endpoint
 from maas.serving.runtime import ModelIdentity, TabularOnnxModel
+from maas.singleflight import SingleFlight
 from maas.storage import ArtifactStore
 
 
@@ -42,16 +43,17 @@ class PredictionService:
         self._max_instances = max_instances
         self.routes = RouteCache(route_ttl_seconds)
         self.models = ModelCache(model_capacity, batch_max_size, batch_max_wait_s)
-        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        # Concurrent cache misses share one database lookup and one model load.
+        self._route_lookups: SingleFlight[ModelIdentity] = SingleFlight()
+        self._loads: SingleFlight[LoadedModel] = SingleFlight()
 
     async def predict(self, tenant_id: str, endpoint: str, instances: Any) -> dict[str, Any]:
         started = time.perf_counter()
         self._check_batch(instances)
-        identity = self.routes.get(tenant_id, endpoint)
-        if identity is None:
-            identity = await run_in_threadpool(self._resolve_route, tenant_id, endpoint)
-            self.routes.put(tenant_id, endpoint, identity)
-        loaded = self.models.get(identity.model_version_id) or await self._load(identity)
+        identity = self.routes.get(tenant_id, endpoint) or await self._route(tenant_id, endpoint)
+        loaded = self.models.get(identity.model_version_id) or await self._loads.run(
+            identity.model_version_id, lambda: self._load(identity)
+        )
         features = loaded.model.encode(instances)
         output = await loaded.batcher.submit(features)
         result = loaded.model.decode(output)
@@ -83,26 +85,20 @@ class PredictionService:
             assert model is not None
             return identity_of(version.id, model.name, version.version)
 
+    async def _route(self, tenant_id: str, endpoint: str) -> ModelIdentity:
+        async def resolve() -> ModelIdentity:
+            identity = await run_in_threadpool(self._resolve_route, tenant_id, endpoint)
+            self.routes.put(tenant_id, endpoint, identity)
+            return identity
+
+        return await self._route_lookups.run((tenant_id, endpoint), resolve)
+
     async def _load(self, identity: ModelIdentity) -> LoadedModel:
-        # Concurrent first calls share one load instead of each reading and compiling the model.
-        pending = self._loading.get(identity.model_version_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
-        self._loading[identity.model_version_id] = future
-        try:
-            model = await run_in_threadpool(self._read_model, identity)
-            loaded, evicted = self.models.add(model)
-            for old in evicted:
-                asyncio.get_running_loop().create_task(old.batcher.close())
-            future.set_result(loaded)
-            return loaded
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: a lone caller re-raises below
-            raise
-        finally:
-            del self._loading[identity.model_version_id]
+        model = await run_in_threadpool(self._read_model, identity)
+        loaded, evicted = self.models.add(model)
+        for old in evicted:
+            asyncio.get_running_loop().create_task(old.batcher.close())
+        return loaded
 
     def _read_model(self, identity: ModelIdentity) -> TabularOnnxModel:
         from maas.db.tables import ModelVersion

@@ -367,3 +367,37 @@ def test_external_executor_is_used_and_left_open() -> None:
 def test_invalid_settings_are_refused(size: int, wait: float) -> None:
     with pytest.raises(ValueError, match="max_"):
         AdaptiveBatcher(Recorder(), max_batch_size=size, max_wait_s=wait)
+
+
+def test_cheap_batches_run_inline_on_the_event_loop_and_costly_ones_in_the_thread() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> tuple[list[int], set[str]]:
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(
+            recorder, max_batch_size=8, max_wait_s=0, run_inline=lambda items: sum(items) < 100, name="inline"
+        )
+        loop_thread = threading.current_thread().name
+        results = [await batcher.submit(1), await batcher.submit(500)]
+        await batcher.close()
+        return results, {loop_thread}
+
+    results, loop_threads = run(scenario())
+    assert results == [2, 1000]
+    # One batch ran on the loop's own thread, the costly one in the batcher's worker thread.
+    assert loop_threads <= recorder.threads
+    assert len(recorder.threads) == 2
+
+
+def test_an_inline_batch_that_raises_fails_its_callers() -> None:
+    def explode(items: list[int]) -> list[int]:
+        raise ValueError("bad batch")
+
+    async def scenario() -> None:
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(
+            explode, max_batch_size=4, max_wait_s=0, run_inline=lambda items: True
+        )
+        with pytest.raises(ValueError, match="bad batch"):
+            await batcher.submit(1)
+        await batcher.close()
+
+    run(scenario())
