@@ -110,7 +110,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
     install_error_handlers(app)
     # Routes are matched in order: the predict path's router goes first, so it is found soonest.
     for module in (endpoints, tenants, datasets, jobs, models):
-        app.include_router(module.router, prefix="/api/v1")
+        # Each router carries its full prefix, so a route's template (the metrics label) is its whole path.
+        app.include_router(module.router)
     app.include_router(health.router)
     app.add_middleware(UploadLimit, limit=settings.max_upload_bytes, framing_allowance=_MULTIPART_OVERHEAD)
     app.add_middleware(RequestIdAndMetrics, metrics=metrics)

@@ -87,6 +87,7 @@ class RequestIdAndMetrics:
             await self.app(scope, receive, send)
             return
         request_id = dict(scope["headers"]).get(b"x-request-id") or uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
         status_holder: dict[str, Any] = {}
 
         async def send_with_id(message: Message) -> None:

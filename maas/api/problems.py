@@ -37,6 +37,9 @@ STATUS_OF: list[tuple[type[MaasError], int]] = [
 ]
 
 
+MAX_LISTED_ERRORS = 100
+
+
 def status_for(error: MaasError) -> int:
     return next((status for kind, status in STATUS_OF if isinstance(error, kind)), 500)
 
@@ -46,7 +49,10 @@ def problem(
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     if errors:
-        body["errors"] = errors
+        # A 1,000-row batch with every column wrong would list 30,000 errors: the first ones say what to fix.
+        body["errors"] = errors[:MAX_LISTED_ERRORS]
+        if len(errors) > MAX_LISTED_ERRORS:
+            body["errors_total"] = len(errors)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
@@ -72,7 +78,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        # The id the middleware echoes in X-Request-ID, so a user's report finds this log line.
+        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
         log.exception("unhandled error (request %s)", request_id, exc_info=exc)
         return problem(
             500, "Internal error", f"an unexpected error occurred; request id {request_id}", request_id=request_id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -14,6 +13,7 @@ from maas.api.app import create_app
 from maas.auth.admin_key import ensure_admin_key
 from maas.cli.demo import run_demo
 from maas.config import Settings
+from maas.logs import configure_json_logging
 
 console = Console(stderr=True)
 
@@ -31,10 +31,7 @@ def _wait_ready(base_url: str, timeout: float = 120.0) -> bool:
 
 
 def serve(settings: Settings, host: str, port: int, demo: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_json_logging()
     settings.home.mkdir(parents=True, exist_ok=True)
     admin_key, created = ensure_admin_key(settings.admin_key, settings.admin_key_path)
     if created:

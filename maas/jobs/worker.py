@@ -24,6 +24,7 @@ from maas.config import Settings
 from maas.db.engine import make_engine, make_session_factory, session_scope
 from maas.errors import MaasError
 from maas.jobs.queue import LeaseLost, renew_lease
+from maas.logs import configure_json_logging
 
 log = logging.getLogger("maas.worker")
 
@@ -67,7 +68,7 @@ class Heartbeat(threading.Thread):
 
 def main() -> int:
     _die_with_parent()
-    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    configure_json_logging()
     request = json.loads(sys.stdin.read())
     settings = Settings.model_validate(request["settings"])
     job_id, owner = request["job_id"], request["lease_owner"]

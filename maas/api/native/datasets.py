@@ -13,7 +13,7 @@ from maas.data import service as datasets
 from maas.db.tables import Dataset
 from maas.errors import InvalidInput, PayloadTooLarge
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 
 
 def _dataset_out(dataset: Dataset) -> DatasetOut:

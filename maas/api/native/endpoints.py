@@ -11,7 +11,7 @@ from maas.api.native.schemas import EndpointCreate, EndpointOut, EndpointPatch, 
 from maas.db.tables import Endpoint
 from maas.serving import endpoints as service
 
-router = APIRouter(prefix="/endpoints", tags=["endpoints"])
+router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
 
 
 def _endpoint_out(session: Session, endpoint: Endpoint) -> EndpointOut:

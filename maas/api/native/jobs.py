@@ -17,7 +17,7 @@ from maas.api.state import AppState
 from maas.jobs import service as jobs
 from maas.jobs.states import JobState
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 _SSE_POLL_SECONDS = 0.5
 

@@ -10,7 +10,7 @@ from maas.api.native.schemas import AliasSet, ModelDetail, ModelOut, ModelVersio
 from maas.db.tables import Model
 from maas.registry import service as registry
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
 
 def _model_out(session: Session, model: Model, *, detail: bool = False) -> ModelOut:

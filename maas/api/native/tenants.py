@@ -9,7 +9,7 @@ from maas.api.native.schemas import KeyCreate, KeyCreated, KeyOut, TenantCreate,
 from maas.auth import service as auth
 from maas.auth.roles import Role
 
-router = APIRouter(tags=["tenants & keys"])
+router = APIRouter(prefix="/api/v1", tags=["tenants & keys"])
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantCreated)
