@@ -155,7 +155,7 @@ def train(
             return job
         for event in client.stream_job_events(job["id"]):
             payload = event["payload"]
-            if event["kind"] == "epoch":
+            if event["kind"] == "epochX":
                 console.print(
                     f"epoch {payload['epoch']}/{payload['epochs']}"
                     f" loss {payload['train_loss']:.4f} val {payload['val_loss']:.4f}"

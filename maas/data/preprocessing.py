@@ -33,7 +33,7 @@ the imputation value in the same units. Category keys are strings (see :func:`ca
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,7 +78,7 @@ def category_key(value: Any) -> str:
     raise _WrongType(f"expected a string, number or boolean, got {type(value).__name__}")
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     if value is None or value is pd.NaT:
         return True
     return isinstance(value, float | np.floating) and math.isnan(value)
@@ -166,7 +166,7 @@ def _series_as_float(series: pd.Series, column_type: str) -> np.ndarray:
         return series.astype("float64").to_numpy()
     out = np.full(len(series), np.nan)
     for i, value in enumerate(series.tolist()):
-        if not _is_missing(value):
+        if not is_missing(value):
             try:
                 out[i] = _boolean(value)
             except _WrongType:
@@ -177,7 +177,7 @@ def _series_as_float(series: pd.Series, column_type: str) -> np.ndarray:
 def _series_keys(series: pd.Series) -> list[str | None]:
     keys: list[str | None] = []
     for value in series.tolist():
-        if _is_missing(value):
+        if is_missing(value):
             keys.append(None)
         else:
             try:
@@ -290,7 +290,7 @@ class _ScaledStep:
     def encode(self, value: Any, row: list[float]) -> None:
         if self.fast and type(value) is float and math.isfinite(value):
             number = value
-        elif _is_missing(value):
+        elif is_missing(value):
             number = self.fill
         else:
             number = self.reader(value)
@@ -315,7 +315,7 @@ class _OneHotStep:
     def encode(self, value: Any, row: list[float]) -> None:
         if type(value) is str:
             slot = self.index.get(value, self.fallback)
-        elif _is_missing(value):
+        elif is_missing(value):
             slot = self.fill_slot
         else:
             slot = self.index.get(category_key(value), self.fallback)
@@ -470,60 +470,3 @@ class TabularPreprocessor:
             else:
                 raise InvalidInput(f"unknown column type '{item['type']}' in preprocessor")
         return cls(columns)
-
-
-def _label_value(value: Any) -> JsonScalar:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str | bool | int | float):
-        return value
-    raise InvalidInput(f"target values must be strings, numbers or booleans, got {type(value).__name__}")
-
-
-def _sort_key(value: JsonScalar) -> tuple[int, float, str]:
-    if isinstance(value, bool):
-        return (0, float(value), "")
-    if isinstance(value, int | float):
-        return (1, float(value), "")
-    return (2, 0.0, value)
-
-
-class LabelEncoder:
-    """Classes of a classification target, kept as their JSON values and sorted (booleans, then numbers,
-    then strings). Integer-valued floats (``1.0`` from a column with gaps) become ints."""
-
-    def __init__(self, classes: Sequence[JsonScalar]) -> None:
-        self.classes: list[JsonScalar] = list(classes)
-        self._index = {category_key(value): i for i, value in enumerate(self.classes)}
-
-    @classmethod
-    def fit(cls, values: Iterable[Any]) -> LabelEncoder:
-        seen: dict[str, JsonScalar] = {}
-        for value in values:
-            if _is_missing(value):
-                continue
-            label = _label_value(value)
-            seen.setdefault(category_key(label), label)
-        return cls(sorted(seen.values(), key=_sort_key))
-
-    def encode(self, values: Iterable[Any]) -> np.ndarray:
-        """Class indices (int64); raises InvalidInput for a value not among the classes."""
-        out: list[int] = []
-        for value in values:
-            key = category_key(_label_value(value))
-            if key not in self._index:
-                raise InvalidInput(f"unknown class {value!r}")
-            out.append(self._index[key])
-        return np.asarray(out, dtype=np.int64)
-
-    def decode(self, indices: Iterable[int]) -> list[JsonScalar]:
-        return [self.classes[int(i)] for i in indices]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"classes": list(self.classes)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LabelEncoder:
-        return cls(data["classes"])

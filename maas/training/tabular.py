@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from maas.data.preprocessing import LabelEncoder, TabularPreprocessor
+from maas.data.labels import LabelEncoder
+from maas.data.preprocessing import TabularPreprocessor
 from maas.errors import InvalidInput
 from maas.models.tabular_mlp import TabularMLPHyperparameters, infer_task
 from maas.models.tabular_mlp_net import build_network

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maas.data.preprocessing import MAX_CATEGORIES, LabelEncoder, TabularPreprocessor
+from maas.data.labels import LabelEncoder
+from maas.data.preprocessing import MAX_CATEGORIES, TabularPreprocessor
 from maas.errors import InvalidInput
 
 TYPES = {"age": "numeric", "member": "boolean", "city": "categorical", "note": "text", "joined": "datetime"}
