@@ -48,7 +48,7 @@ def _run(url: str, key: str, call: Any) -> None:
         console.print(f"[red]{exc.status} {exc.problem.get('title', '')}[/]: {exc.problem.get('detail', '')}")
         for error in exc.problem.get("errors", []):
             console.print(f"  - {'.'.join(map(str, error.get('loc', [])))}: {error.get('msg')}")
-        raise typer.Exit(1) from None
+        return
     if result is not None:
         _emit(result)
 
@@ -155,7 +155,7 @@ def train(
             return job
         for event in client.stream_job_events(job["id"]):
             payload = event["payload"]
-            if event["kind"] == "epochX":
+            if event["kind"] == "epoch":
                 console.print(
                     f"epoch {payload['epoch']}/{payload['epochs']}"
                     f" loss {payload['train_loss']:.4f} val {payload['val_loss']:.4f}"

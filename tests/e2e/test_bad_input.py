@@ -416,6 +416,38 @@ def test_another_tenants_resources_are_indistinguishable_from_missing(
             ("POST", "/api/v1/endpoints/madeup/predict", {"json": {"instances": [GOOD]}}),
         ),
         "key revoke": (("DELETE", f"/api/v1/keys/{key_id}", {}), ("DELETE", "/api/v1/keys/key_madeup", {})),
+        "dataset preview": (
+            ("GET", f"/api/v1/datasets/{dataset_id}/preview", {}),
+            ("GET", "/api/v1/datasets/ds_madeup/preview", {}),
+        ),
+        "dataset delete": (
+            ("DELETE", f"/api/v1/datasets/{dataset_id}", {}),
+            ("DELETE", "/api/v1/datasets/ds_madeup", {}),
+        ),
+        "train on their dataset": (
+            ("POST", "/api/v1/jobs", {"json": {"dataset_id": dataset_id, "target": "target"}}),
+            ("POST", "/api/v1/jobs", {"json": {"dataset_id": "ds_madeup", "target": "target"}}),
+        ),
+        "model version": (
+            ("GET", f"/api/v1/models/{MODEL}/versions/1", {}),
+            ("GET", "/api/v1/models/madeup/versions/1", {}),
+        ),
+        "alias their model": (
+            ("PUT", f"/api/v1/models/{MODEL}/aliases/production", {"json": {"version": 1}}),
+            ("PUT", "/api/v1/models/madeup/aliases/production", {"json": {"version": 1}}),
+        ),
+        "endpoint on their model": (
+            ("POST", "/api/v1/endpoints", {"json": {"name": "stolen", "model": MODEL}}),
+            ("POST", "/api/v1/endpoints", {"json": {"name": "stolen", "model": "madeup"}}),
+        ),
+        "endpoint switch": (
+            ("PATCH", f"/api/v1/endpoints/{ENDPOINT}", {"json": {"version": 1}}),
+            ("PATCH", "/api/v1/endpoints/madeup", {"json": {"version": 1}}),
+        ),
+        "endpoint delete": (
+            ("DELETE", f"/api/v1/endpoints/{ENDPOINT}", {}),
+            ("DELETE", "/api/v1/endpoints/madeup", {}),
+        ),
     }
     for what, ((method, path, kwargs), (made_method, made_path, made_kwargs)) in calls.items():
         theirs = fresh.request(method, path, **kwargs)
@@ -427,6 +459,9 @@ def test_another_tenants_resources_are_indistinguishable_from_missing(
     # The owner still has everything: nothing was cancelled or revoked by the intruder.
     client = owner["client"]
     assert client.get(f"/api/v1/jobs/{job_id}").json()["state"] == "succeeded"
+    assert client.get(f"/api/v1/datasets/{dataset_id}").status_code == 200
+    assert client.get(f"/api/v1/endpoints/{ENDPOINT}").status_code == 200
+    assert "production" not in client.get(f"/api/v1/models/{MODEL}").json()["aliases"]
     assert _predict(client, {"instances": [GOOD]}).status_code == 200
 
 
