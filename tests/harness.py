@@ -28,9 +28,9 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, home: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, *, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.home = home
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None

@@ -48,7 +48,7 @@ def _run(url: str, key: str, call: Any) -> None:
         console.print(f"[red]{exc.status} {exc.problem.get('title', '')}[/]: {exc.problem.get('detail', '')}")
         for error in exc.problem.get("errors", []):
             console.print(f"  - {'.'.join(map(str, error.get('loc', [])))}: {error.get('msg')}")
-        return
+        raise typer.Exit(1) from None
     if result is not None:
         _emit(result)
 

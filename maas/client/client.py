@@ -131,9 +131,31 @@ class Client:
     def job_events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/api/v1/jobs/{job_id}/events", params={"after": after}))
 
-    def stream_job_events(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Follow a job's events live (SSE) until it finishes."""
-        headers = {"Accept": "text/event-stream"}
+    def stream_job_events(self, job_id: str, *, reconnect_for: float = 60.0) -> Iterator[dict[str, Any]]:
+        """Follow a job's events live (SSE) until it finishes.
+
+        A dropped connection (a restarted server, a proxy timeout) is resumed with ``Last-Event-ID``, so
+        no event is lost or repeated; after ``reconnect_for`` seconds without a connection it gives up.
+        """
+        last_id: int | None = None
+        gave_up_at = time.monotonic() + reconnect_for
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = str(last_id)
+            try:
+                for event in self._sse_events(job_id, headers):
+                    last_id = int(event["id"])
+                    gave_up_at = time.monotonic() + reconnect_for
+                    yield event
+                    if event["kind"] == "state" and event["payload"].get("state") in _TERMINAL:
+                        return
+            except httpx.TransportError:
+                if time.monotonic() > gave_up_at:
+                    raise
+            time.sleep(0.5)
+
+    def _sse_events(self, job_id: str, headers: dict[str, str]) -> Iterator[dict[str, Any]]:
         with self._http.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers, timeout=None) as response:
             if response.status_code >= 400:
                 response.read()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,14 +100,25 @@ def test_job_resumes_after_the_whole_server_is_killed(tmp_path: Path) -> None:
     home = tmp_path / "home"
     server = LiveServer(home, env=FAST_LEASE).start()
     client, job_id = _start_job(server, "server-kill")
+    # A follower on its own connection, like `maas train --wait`: it must ride out the restart.
+    followed: list[dict[str, Any]] = []
+    follower_key = client._http.headers["Authorization"].split(" ", 1)[1]
+    follower = threading.Thread(
+        target=lambda: followed.extend(Client(server.url, follower_key).stream_job_events(job_id)), daemon=True
+    )
+    follower.start()
     reached = _wait_for_epoch(client, job_id, 5)
     server.kill_hard()
-    restarted = LiveServer(home, env=FAST_LEASE).start()
+    restarted = LiveServer(home, env=FAST_LEASE, port=server.port).start()
     try:
-        client = Client(restarted.url, client._http.headers["Authorization"].split(" ", 1)[1])
+        client = Client(restarted.url, follower_key)
         finished = client.wait_for_job(job_id, timeout=300)
         assert finished["state"] == "succeeded", finished
         _assert_resumed(client, job_id, reached)
+        follower.join(timeout=30)
+        # Every event exactly once, in order, through the reconnect (Last-Event-ID).
+        assert [e["id"] for e in followed] == [e["id"] for e in client.job_events(job_id)]
+        assert followed[-1]["payload"]["state"] == "succeeded"
     finally:
         restarted.stop()
 
