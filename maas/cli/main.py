@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 
@@ -31,6 +32,8 @@ for sub, name in (
     app.add_typer(sub, name=name)
 
 console = Console()
+# Errors go to stderr, so `maas ... | jq` sees only results; soft_wrap keeps long messages on one line.
+errors = Console(stderr=True, soft_wrap=True)
 Url = Annotated[str, typer.Option("--url", envvar="MAAS_URL", help="Server URL")]
 Key = Annotated[str, typer.Option("--key", envvar="MAAS_API_KEY", help="API key (Bearer)")]
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -45,9 +48,15 @@ def _run(url: str, key: str, call: Any) -> None:
         with Client(url, key) as client:
             result = call(client)
     except MaasAPIError as exc:
-        console.print(f"[red]{exc.status} {exc.problem.get('title', '')}[/]: {exc.problem.get('detail', '')}")
+        errors.print(f"[red]{exc.status} {exc.problem.get('title', '')}[/]: {exc.problem.get('detail', '')}")
         for error in exc.problem.get("errors", []):
-            console.print(f"  - {'.'.join(map(str, error.get('loc', [])))}: {error.get('msg')}")
+            errors.print(f"  - {'.'.join(map(str, error.get('loc', [])))}: {error.get('msg')}")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        errors.print(f"[red]cannot reach MaaS at {url}[/]: {exc} (is `maas up` running? is --url / MAAS_URL right?)")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        errors.print(f"[red]{exc.strerror or exc}[/]: {exc.filename or ''}")
         raise typer.Exit(1) from None
     if result is not None:
         _emit(result)
@@ -132,6 +141,15 @@ def datasets_delete(dataset_id: str, url: Url = DEFAULT_URL, key: Key = "") -> N
     _run(url, key, lambda c: c.delete_dataset(dataset_id))
 
 
+def _epoch_line(payload: dict[str, Any]) -> str:
+    parts = [f"epoch {payload['epoch']}/{payload['epochs']}", f"loss {payload['train_loss']:.4f}"]
+    if payload.get("val_loss") is not None:  # absent when validation_split is 0
+        parts.append(f"val_loss {payload['val_loss']:.4f}")
+    parts += [f"val_{name} {value:.4f}" for name, value in payload.get("val_metrics", {}).items()]
+    parts.append(f"eta {payload.get('eta_seconds', 0):.0f}s")
+    return "  ".join(parts)
+
+
 @app.command()
 def train(
     dataset_id: str,
@@ -156,13 +174,14 @@ def train(
         for event in client.stream_job_events(job["id"]):
             payload = event["payload"]
             if event["kind"] == "epoch":
-                console.print(
-                    f"epoch {payload['epoch']}/{payload['epochs']}"
-                    f" loss {payload['train_loss']:.4f} val {payload['val_loss']:.4f}"
-                )
+                console.print(_epoch_line(payload))
             elif event["kind"] == "state":
                 console.print(f"state: {payload['state']}")
-        return client.get_job(job["id"])
+        finished = client.get_job(job["id"])
+        if finished["state"] != "succeeded":
+            _emit(finished)
+            raise typer.Exit(1)  # a job that failed or was cancelled fails the command, so scripts can tell
+        return finished
 
     _run(url, key, call)
 
@@ -257,10 +276,12 @@ def predict(
     key: Key = "",
 ) -> None:
     """Get predictions from an endpoint."""
-    text = Path(instances[1:]).read_text(encoding="utf-8") if instances.startswith("@") else instances
     try:
+        text = Path(instances[1:]).read_text(encoding="utf-8") if instances.startswith("@") else instances
         rows = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {instances[1:]}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(f"instances are not valid JSON: {exc}") from None
     _run(url, key, lambda c: c.predict(endpoint, rows if isinstance(rows, list) else [rows]))
 

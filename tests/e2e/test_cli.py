@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.harness import LiveServer, breast_cancer_frame, csv_bytes
+from tests.harness import LiveServer, breast_cancer_frame, csv_bytes, free_port
 
 TENANT = "cli-acme"
 DATASET = "cancer"
 ENDPOINT = "cancer"
 MODEL = f"{DATASET}-target"  # the registry name a job gets by default: '<dataset>-<target>'
 LABELS = {"benign", "malignant"}
-EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) loss (\d+\.\d+) val (\d+\.\d+)$")
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  loss (\d+\.\d+)  val_loss (\d+\.\d+)  val_accuracy 0?\.\d+  eta \d+s$")
 
 
 @dataclass(frozen=True)
@@ -242,3 +242,19 @@ def test_installed_maas_console_script_works(server: LiveServer, lifecycle: dict
         pytest.skip("the `maas` console script is not installed next to this interpreter")
     families = maas(server, lifecycle["developer_key"], "families", program=[script]).assert_ok().json()
     assert "tabular-mlp" in [f["name"] for f in families]
+
+
+def test_errors_go_to_stderr_and_an_unreachable_server_is_one_readable_line(
+    server: LiveServer, lifecycle: dict[str, Any], tmp_path: Path
+) -> None:
+    refused = maas(server, lifecycle["developer_key"], "models", "show", "no-such-model")
+    refused.assert_readable_failure(1)
+    assert refused.stdout == "" and "404" in refused.stderr
+
+    nobody = LiveServer(tmp_path, port=free_port())  # never started: nothing listens on its port
+    down = maas(nobody, lifecycle["developer_key"], "models", "list")
+    down.assert_readable_failure(1)
+    assert "cannot reach MaaS" in down.output and nobody.url in down.output
+
+    missing = maas(server, lifecycle["developer_key"], "predict", ENDPOINT, f"@{tmp_path / 'absent.json'}")
+    assert missing.returncode != 0 and "Traceback" not in missing.output
