@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import os
@@ -315,6 +316,10 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def measure_http(
     scenario: str, url: str, body: bytes, headers: dict[str, str], concurrency: int, budget: Budget
 ) -> Result:
+    # The load generator's own heap (numpy, onnxruntime, httpx) is frozen before each run: otherwise its
+    # full collections (tens of ms) land in the measured latencies of whichever server is being timed.
+    gc.collect()
+    gc.freeze()
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         runner.run(_measure_http(scenario, url, body, headers, concurrency, budget.warmup_requests, budget.max_seconds))
         return runner.run(

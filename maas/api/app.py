@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -88,6 +89,10 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         if state.dispatcher is not None:
             state.dispatcher.start()
         flusher = asyncio.create_task(_flush_usage_forever(state.usage))
+        # Everything loaded so far (pandas, scikit-learn, ONNX, SQLAlchemy: millions of objects) lives as
+        # long as the process. Frozen, it is skipped by the collector: full collections no longer stall
+        # every request in flight for 50-100 ms.
+        gc.freeze()
         try:
             yield
         finally:
