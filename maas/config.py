@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     admin_key: str | None = Field(default=None, description="Platform admin key; generated on first start if unset.")
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Largest dataset upload accepted.")
+    max_columns: int = Field(
+        default=2000, gt=0, description="Most columns a dataset may have (profiling costs ~1 ms per column)."
+    )
     max_batch_instances: int = Field(default=1024, gt=0, description="Largest predict batch accepted.")
     preview_rows: int = Field(default=20, gt=0, le=1000)
     job_lease_seconds: float = Field(default=30.0, gt=0, description="A worker silent for this long loses its job.")

@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from maas.data.formats import load_frame, read_table
+from maas.data.formats import MAX_COLUMNS, load_frame, read_table
 from maas.data.profile import json_safe, profile_columns
 from maas.db.tables import Dataset, DatasetVersion
 from maas.db.tenancy import get_owned
@@ -39,13 +39,14 @@ def upload_dataset(
     filename: str,
     content: bytes,
     max_bytes: int,
+    max_columns: int = MAX_COLUMNS,
 ) -> DatasetVersion:
     """Validate, profile and store an upload as a new dataset, or as the next version of ``name``."""
     _check_name(name)
     if len(content) > max_bytes:
         detail = f"the file is {len(content)} bytes; the limit is {max_bytes} bytes"
         raise PayloadTooLarge(detail, errors=[{"loc": ["body", "file"], "msg": detail, "limit": max_bytes}])
-    frame, table_format = read_table(content, filename)
+    frame, table_format = read_table(content, filename, max_columns=max_columns)
     columns = profile_columns(frame)
 
     digest = store.put(content)  # complete before any row names it

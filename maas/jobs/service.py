@@ -66,8 +66,10 @@ def submit_training_job(session: Session, *, tenant_id: str, request: TrainReque
     task = request.task or infer_task(target_profile)
     if task not in ("classification", "regression"):
         raise _field_error("task", "must be 'classification' or 'regression'")
-    if task == "classification" and int(target_profile.get("unique", 0)) < 2:
-        raise _field_error("target", f"column '{request.target}' has a single class; classification needs two or more")
+    classes = int(target_profile.get("unique", 0))
+    if task == "classification" and classes < 2:
+        found = "no values (every row is empty)" if classes == 0 else "a single class"
+        raise _field_error("target", f"column '{request.target}' has {found}; classification needs two or more classes")
     if task == "regression" and target_profile.get("type") != "numeric":
         raise _field_error(
             "task", f"regression needs a numeric target; '{request.target}' is {target_profile.get('type')}"

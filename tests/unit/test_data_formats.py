@@ -145,3 +145,20 @@ def test_load_frame_csv_matches_read_table() -> None:
 def test_load_frame_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown dataset format"):
         load_frame(b"a\n1\n", "xlsx")
+
+
+def test_too_many_columns_is_refused_from_the_header_alone() -> None:
+    header = ",".join(f"c{i}" for i in range(50))
+    # The rows are ragged too: the column count is reported first, before any row is read.
+    content = f"{header}\n1,2\n".encode()
+    with pytest.raises(InvalidInput, match=r"50 columns; at most 10 are accepted \(MAAS_MAX_COLUMNS\)"):
+        read_table(content, "wide.csv", max_columns=10)
+
+
+def test_too_many_parquet_columns_is_refused() -> None:
+    frame = pd.DataFrame({f"c{i}": [1, 2] for i in range(12)})
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    with pytest.raises(InvalidInput, match="12 columns; at most 10"):
+        read_table(buffer.getvalue(), "wide.parquet", max_columns=10)
+    assert read_table(buffer.getvalue(), "wide.parquet", max_columns=12)[0].shape == (2, 12)

@@ -59,6 +59,7 @@ def upload_dataset(
             filename=filename,
             content=content,
             max_bytes=limit,
+            max_columns=state.settings.max_columns,
         )
         fields = DatasetVersionOut.model_validate(version).model_dump()
         fields |= {"id": version.dataset_id, "version_id": version.id, "name": version.dataset.name}
