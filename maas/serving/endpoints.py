@@ -6,7 +6,7 @@ import re
 
 from sqlalchemy.orm import Session
 
-from maas.db.tables import Endpoint, ModelVersion, utcnow
+from maas.db.tables import Endpoint, Model, ModelVersion, utcnow
 from maas.db.tenancy import get_owned, scoped
 from maas.errors import Conflict, InvalidInput
 from maas.ids import new_id
@@ -86,8 +86,6 @@ def delete_endpoint(session: Session, *, tenant_id: str, name: str) -> None:
 
 
 def model_name_of(session: Session, endpoint: Endpoint) -> str:
-    from maas.db.tables import Model
-
     model = session.get(Model, endpoint.model_id)
     assert model is not None
     return model.name

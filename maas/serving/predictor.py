@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from maas.billing.usage import UsageRecorder
 from maas.db.engine import session_scope
-from maas.db.tables import Model
+from maas.db.tables import Model, ModelVersion
 from maas.errors import InvalidInput, PayloadTooLarge
 from maas.serving.caches import LoadedModel, ModelCache, RouteCache, identity_of
 from maas.serving.endpoints import resolve_endpoint
@@ -101,8 +101,6 @@ class PredictionService:
         return loaded
 
     def _read_model(self, identity: ModelIdentity) -> TabularOnnxModel:
-        from maas.db.tables import ModelVersion
-
         with session_scope(self._factory) as session:
             row = session.get(ModelVersion, identity.model_version_id)
             assert row is not None
