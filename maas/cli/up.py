@@ -15,7 +15,7 @@ from maas.cli.demo import run_demo
 from maas.config import Settings
 from maas.logs import configure_json_logging
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long lines (the curl) stay pasteable
 
 
 def _wait_ready(base_url: str, timeout: float = 120.0) -> bool:

@@ -1,5 +1,5 @@
 """Content-addressed artifact storage."""
 
-from maas.storage.base import ArtifactStore, open_store
+from maas.storage.base import ArtifactStore, CorruptArtifact, open_store
 
-__all__ = ["ArtifactStore", "open_store"]
+__all__ = ["ArtifactStore", "CorruptArtifact", "open_store"]

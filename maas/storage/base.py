@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-from maas.errors import NotFound
+from maas.errors import MaasError, NotFound
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -28,6 +28,12 @@ def check_digest(digest: str) -> str:
     return digest
 
 
+class CorruptArtifact(MaasError):
+    """A stored blob whose content no longer matches its digest (disk damage or tampering): a server fault."""
+
+    title = "Corrupt artifact"
+
+
 class ArtifactStore(ABC):
     """Immutable blobs addressed by SHA-256. Writing the same bytes twice stores them once."""
 
@@ -39,10 +45,13 @@ class ArtifactStore(ABC):
         return digest
 
     def get(self, digest: str) -> bytes:
+        """The blob, verified against its name: a file damaged on disk is refused, never served."""
         check_digest(digest)
         data = self._read(digest)
         if data is None:
             raise NotFound("artifact", digest)
+        if sha256_hex(data) != digest:
+            raise CorruptArtifact(f"artifact {digest} is damaged: its bytes no longer match its SHA-256")
         return data
 
     def exists(self, digest: str) -> bool:

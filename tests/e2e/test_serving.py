@@ -157,3 +157,26 @@ def test_admin_key_file_is_private(server: LiveServer) -> None:
     mode = os.stat(server.home / "admin.key").st_mode & 0o777
     assert mode == 0o600
     assert server.admin_key.startswith("maas_sk_")
+
+
+def test_metered_usage_survives_a_graceful_restart(tmp_path: Path) -> None:
+    """Predictions are counted in memory and flushed in batches; a clean stop flushes what is pending."""
+    home = tmp_path / "home"
+    server = LiveServer(home).start()
+    try:
+        key = new_tenant(server, "billed")["key"]
+        client = server.client(key)
+        frame = breast_cancer_frame().head(100)
+        dataset = client.upload_dataset_bytes(csv_bytes(frame), "billed.csv", name="billed")
+        job = client.wait_for_job(client.train(dataset["id"], "target", hyperparameters=QUICK)["id"], timeout=300)
+        client.create_endpoint("billed", job["result"]["model"])
+        rows = frame.drop(columns="target").head(4).to_dict(orient="records")
+        for _ in range(5):
+            client.predict("billed", rows)
+    finally:
+        server.stop()  # SIGTERM well inside the flush interval: the counts are still only in memory
+    restarted = LiveServer(home).start()
+    try:
+        assert restarted.client(key).usage()["totals"]["predictions"] == 20
+    finally:
+        restarted.stop()
