@@ -20,7 +20,8 @@ Scheduling policy (latency first):
    thread owned by the batcher), so the event loop is never blocked; except a batch for which the
    optional ``run_inline(items)`` says yes, which runs on the event loop itself. That is for batches so
    cheap (a small MLP on a few rows: microseconds) that the hop to a thread and back would cost
-   more than the work.
+   more than the work. Such an item submitted to an idle batcher (nothing queued, nothing running)
+   runs at once in the caller's coroutine, without a hand-off to the batcher's task.
 6. ``process_batch`` must return exactly one result per item, in order. If it raises, every caller
    of the batch gets that exception; if it returns the wrong number of results, every caller gets
    :class:`BatchResultMismatch`.
@@ -96,6 +97,7 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
             max_workers=1, thread_name_prefix=f"batcher-{name}" if name else "batcher"
         )
         self._queue: deque[_Pending[ItemT, ResultT]] = deque()
+        self._busy = False  # a batch is running (in the executor): new items must queue behind it
         self._closed = False
         # Created on the first submit, inside the running loop.
         self._wakeup: asyncio.Event | None = None
@@ -126,6 +128,10 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
         """
         if self._closed:
             raise BatcherClosed(f"the batcher{self._label()} is closed and accepts no new items")
+        if not self._busy and not self._queue and self._run_inline is not None and self._run_inline([item]):
+            # Idle, and the item is cheap: run it now in the caller. Handing it to the worker task would
+            # only add two turns of the event loop, and nothing else could join its batch meanwhile.
+            return self._run_alone(item)
         loop = asyncio.get_running_loop()
         wakeup = self._ensure_worker()
         future: asyncio.Future[ResultT] = loop.create_future()
@@ -133,6 +139,13 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
         wakeup.set()
         # If this coroutine is cancelled, awaiting cancels the future too; the worker skips it.
         return await future
+
+    def _run_alone(self, item: ItemT) -> ResultT:
+        results = self._process_batch([item])
+        if not isinstance(results, list) or len(results) != 1:
+            got = f"{len(results)} results" if isinstance(results, list) else type(results).__name__
+            raise BatchResultMismatch(f"process_batch of batcher{self._label()} got 1 item but returned {got}")
+        return results[0]
 
     async def close(self) -> None:
         """Refuse new items, finish every queued one, then release the batcher's own thread."""
@@ -209,6 +222,7 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
     async def _dispatch(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
         items = [pending.item for pending in batch]
         loop = asyncio.get_running_loop()
+        self._busy = True
         try:
             if self._run_inline is not None and self._run_inline(items):
                 results = self._process_batch(items)
@@ -220,6 +234,8 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
         except Exception as exc:
             _fail_all(batch, exc)
             return
+        finally:
+            self._busy = False
         if not isinstance(results, list) or len(results) != len(batch):
             got = f"{len(results)} results" if isinstance(results, list) else type(results).__name__
             _fail_all(

@@ -401,3 +401,23 @@ def test_an_inline_batch_that_raises_fails_its_callers() -> None:
         await batcher.close()
 
     run(scenario())
+
+
+def test_a_cheap_item_waits_behind_a_running_batch_instead_of_jumping_it() -> None:
+    recorder = Recorder(gated=True)
+
+    async def scenario() -> list[list[int]]:
+        batcher: AdaptiveBatcher[int, int] = AdaptiveBatcher(
+            recorder, max_batch_size=8, max_wait_s=0, run_inline=lambda items: sum(items) < 100
+        )
+        costly = asyncio.create_task(batcher.submit(500))
+        await recorder.wait_started()
+        cheap = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.01)
+        assert recorder.batches == [[500]] and not cheap.done()
+        recorder.gate.set()
+        assert await costly == 1000 and await cheap == 2
+        await batcher.close()
+        return recorder.batches
+
+    assert run(scenario()) == [[500], [1]]
