@@ -17,6 +17,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# The admin key opens every tenant: a guessable one is refused at start-up.
+MIN_ADMIN_KEY_LENGTH = 24
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAAS_", toml_file="maas.toml", extra="ignore")
@@ -47,6 +50,11 @@ class Settings(BaseSettings):
     def _refuse_insecure_production(self) -> Settings:
         if self.environment == "production" and not self.admin_key:
             raise ValueError("MAAS_ADMIN_KEY must be set when MAAS_ENVIRONMENT=production")
+        if self.admin_key is not None and len(self.admin_key) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(
+                f"MAAS_ADMIN_KEY is {len(self.admin_key)} characters; use at least {MIN_ADMIN_KEY_LENGTH} "
+                "random ones (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return self
 
     @classmethod

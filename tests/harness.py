@@ -28,8 +28,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, home: Path, *, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, home: Path, *, env: dict[str, str] | None = None, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.home = home
+        self.args = args
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
@@ -41,7 +44,7 @@ class LiveServer:
         env = {**os.environ, "MAAS_HOME": str(self.home), **self.extra_env}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "maas.cli.main", "up", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "maas.cli.main", "up", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -58,6 +61,19 @@ class LiveServer:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 180.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in (output := self.output()):
+                return output
+            if self.process is not None and self.process.poll() is not None:
+                break
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never appeared in the server output:\n{self.output()[-3000:]}")
 
     @property
     def admin_key(self) -> str:

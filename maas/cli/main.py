@@ -70,10 +70,20 @@ def up(
     home: Annotated[Path | None, typer.Option(help="Data directory (default: $MAAS_HOME or ./.maas)")] = None,
 ) -> None:
     """Start the platform: API, job dispatcher and serving, with SQLite + local artifacts by default."""
+    from pydantic import ValidationError
+
     from maas.cli.up import serve
     from maas.config import Settings
 
-    settings = Settings(home=home) if home else Settings()
+    try:
+        settings = Settings(home=home) if home else Settings()
+    except ValidationError as exc:
+        # Named by the variable to fix; the values themselves are not echoed (the admin key is one of them).
+        for error in exc.errors():
+            field = "".join(str(part) for part in error["loc"]).upper()
+            where = f"MAAS_{field}: " if field else ""
+            errors.print(f"[red]configuration error[/]: {where}{error['msg'].removeprefix('Value error, ')}")
+        raise typer.Exit(2) from None
     serve(settings, host, port, demo)
 
 
