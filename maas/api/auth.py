@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from maas.api.state import AppState
@@ -26,12 +27,8 @@ async def app_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(app_state)]
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("missing bearer key")
-    return secret.strip()
+# Declared for the OpenAPI schema (the /docs page gets an "Authorize" button); errors stay ours.
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer maas_sk_...`")
 
 
 def _resolve(state: AppState, secret: str) -> Principal | None:
@@ -39,9 +36,13 @@ def _resolve(state: AppState, secret: str) -> Principal | None:
         return resolve_key(session, secret)
 
 
-async def authenticate(request: Request) -> Principal:
+async def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> Principal:
     state: AppState = request.app.state.maas
-    secret = _bearer(request)
+    secret = credentials.credentials.strip() if credentials is not None else ""
+    if not secret:
+        raise Unauthorized("missing bearer key")
     if secrets_match(secret, state.admin_key_hash):
         return _ADMIN
     principal = await _cached_or_resolved(state, secret)

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maas.errors import (
@@ -38,6 +39,35 @@ STATUS_OF: list[tuple[type[MaasError], int]] = [
 
 
 MAX_LISTED_ERRORS = 100
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every error of the native API has this shape."""
+
+    type: str = "about:blank"
+    title: str = Field(examples=["Invalid input"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["instance 0, column 'age': expected a number, got str"])
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Field errors, each with its `loc` (where) and `msg` (what to fix)"
+    )
+    errors_total: int | None = Field(default=None, description="Set when `errors` lists only the first ones")
+
+
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}}
+
+
+# Documented on every router, so the OpenAPI schema shows the shape clients really get.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem_response("No key, or an unknown or revoked one"),
+    403: _problem_response("The key's role does not allow this"),
+    404: _problem_response("No such resource in your tenant"),
+    422: _problem_response("Invalid input; `detail` and `errors` say what to fix"),
+}
 
 
 def status_for(error: MaasError) -> int:

@@ -180,3 +180,14 @@ def test_metered_usage_survives_a_graceful_restart(tmp_path: Path) -> None:
         assert restarted.client(key).usage()["totals"]["predictions"] == 20
     finally:
         restarted.stop()
+
+
+def test_openapi_documents_bearer_auth_and_problem_errors(server: LiveServer) -> None:
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    predict = spec["paths"]["/api/v1/endpoints/{name}/predict"]["post"]
+    assert predict["security"] == [{"HTTPBearer": []}]
+    for status in ("401", "404", "422"):
+        schema = predict["responses"][status]["content"]["application/problem+json"]["schema"]
+        assert {"title", "status", "detail", "errors"} <= set(schema["properties"])
+    assert "/docs" not in spec["paths"] and httpx.get(f"{server.url}/docs").status_code == 200

@@ -9,11 +9,12 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
 from maas.api.auth import Developer, State
 from maas.api.native.schemas import DatasetOut, DatasetUploaded, DatasetVersionOut, PreviewOut
+from maas.api.problems import PROBLEM_RESPONSES
 from maas.data import service as datasets
 from maas.db.tables import Dataset
 from maas.errors import InvalidInput, PayloadTooLarge
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
 
 
 def _dataset_out(dataset: Dataset) -> DatasetOut:

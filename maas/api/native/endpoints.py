@@ -8,10 +8,11 @@ from sqlalchemy.orm import Session
 
 from maas.api.auth import Developer, State, TenantCaller
 from maas.api.native.schemas import EndpointCreate, EndpointOut, EndpointPatch, PredictRequest, PredictResponse
+from maas.api.problems import PROBLEM_RESPONSES
 from maas.db.tables import Endpoint
 from maas.serving import endpoints as service
 
-router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
+router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"], responses=PROBLEM_RESPONSES)
 
 
 def _endpoint_out(session: Session, endpoint: Endpoint) -> EndpointOut:

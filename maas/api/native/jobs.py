@@ -13,11 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from maas.api.auth import Developer, State
 from maas.api.native.schemas import JobCreate, JobEventOut, JobOut
+from maas.api.problems import PROBLEM_RESPONSES
 from maas.api.state import AppState
 from maas.jobs import service as jobs
 from maas.jobs.states import JobState
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 
 _SSE_POLL_SECONDS = 0.5
 

@@ -7,10 +7,11 @@ from sqlalchemy.orm import Session
 
 from maas.api.auth import Developer, State
 from maas.api.native.schemas import AliasSet, ModelDetail, ModelOut, ModelVersionOut, ModelVersionSummary
+from maas.api.problems import PROBLEM_RESPONSES
 from maas.db.tables import Model
 from maas.registry import service as registry
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
 
 
 def _model_out(session: Session, model: Model, *, detail: bool = False) -> ModelOut:

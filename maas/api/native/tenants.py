@@ -6,10 +6,11 @@ from fastapi import APIRouter, status
 
 from maas.api.auth import Admin, Developer, State
 from maas.api.native.schemas import KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantCreated, TenantOut
+from maas.api.problems import PROBLEM_RESPONSES
 from maas.auth import service as auth
 from maas.auth.roles import Role
 
-router = APIRouter(prefix="/api/v1", tags=["tenants & keys"])
+router = APIRouter(prefix="/api/v1", tags=["tenants & keys"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantCreated)
