@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 _TERMINAL = {"succeeded", "failed", "cancelled"}
+_EVENTS_PAGE = 1000  # the server's page size for job events
 
 
 class MaasAPIError(Exception):
@@ -129,7 +130,14 @@ class Client:
         return dict(self._call("POST", f"/api/v1/jobs/{job_id}/cancel"))
 
     def job_events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/api/v1/jobs/{job_id}/events", params={"after": after}))
+        """Every event after ``after``, fetched page by page (a long job has thousands)."""
+        events: list[dict[str, Any]] = []
+        while True:
+            page = list(self._call("GET", f"/api/v1/jobs/{job_id}/events", params={"after": after}))
+            events += page
+            if not page or len(page) < _EVENTS_PAGE:
+                return events
+            after = page[-1]["id"]
 
     def stream_job_events(self, job_id: str, *, reconnect_for: float = 60.0) -> Iterator[dict[str, Any]]:
         """Follow a job's events live (SSE) until it finishes.

@@ -90,6 +90,10 @@ def test_job_events_stream_over_sse_until_the_job_ends(two_versions: dict[str, A
     assert resumed.headers["content-type"].startswith("text/event-stream")
     replayed = [json.loads(line[6:])["id"] for line in resumed.text.splitlines() if line.startswith("data: ")]
     assert replayed == ids[-2:]
+    # JSON pages: ?limit= and ?after= walk the same sequence.
+    first = client._http.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 2}).json()
+    second = client._http.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 2, "after": first[-1]["id"]}).json()
+    assert [e["id"] for e in first + second] == ids[:4]
 
 
 def test_regression_endpoint_answers_numbers(two_versions: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from maas.jobs.states import JobState
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 
 _SSE_POLL_SECONDS = 0.5
+EVENTS_PAGE_MAX = 1000
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
@@ -81,6 +82,9 @@ async def job_events(
     state: State,
     caller: Developer,
     after: Annotated[int, Query(ge=0, description="Only events with a larger id")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=EVENTS_PAGE_MAX, description="Most events in a JSON page; page on with ?after=")
+    ] = EVENTS_PAGE_MAX,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
 ) -> JSONResponse | StreamingResponse:
     """Events of a job (state changes, per-epoch losses, metrics, progress and ETA).
@@ -92,7 +96,7 @@ async def job_events(
     start = last_event_id if last_event_id is not None else after
     events, finished = await run_in_threadpool(_events_after, state, tenant_id, job_id, start)
     if "text/event-stream" not in request.headers.get("accept", ""):
-        return JSONResponse([e.model_dump(mode="json") for e in events])
+        return JSONResponse([e.model_dump(mode="json") for e in events[:limit]])
 
     async def stream() -> AsyncIterator[str]:
         batch, done, cursor = events, finished, start
