@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from maas.api.auth import State, TenantCaller
+from maas.api.auth import Admin, State, TenantCaller
 from maas.billing.usage import usage_summary
 from maas.db.migrate import is_at_head
 from maas.models import FAMILIES
@@ -40,7 +40,10 @@ def readyz(state: State) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(state: State) -> Response:
+def metrics(state: State, _: Admin) -> Response:
+    """Prometheus metrics, for the platform admin only: they name tenants, endpoints and their traffic.
+
+    Scrape with the admin key (Prometheus `authorization: {credentials: <key>}`)."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

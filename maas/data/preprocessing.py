@@ -130,18 +130,37 @@ def _epoch_seconds(value: Any) -> float:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            try:
-                moment = pd.Timestamp(value).to_pydatetime()
-            except (ValueError, TypeError) as exc:
-                raise _WrongType(f"cannot read {value!r} as a date-time") from exc
+        moment = _parse_datetime_string(value)
     else:
         raise _WrongType(f"expected an ISO 8601 date-time string, got {type(value).__name__}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _WrongType(f"the date-time {value!r} is out of range") from exc
+
+
+# pandas reads these words relative to the clock: the same request would predict differently tomorrow.
+_RELATIVE_DATE_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
+
+
+def _parse_datetime_string(value: str) -> datetime:
+    text = value.strip()
+    if text.lower() in _RELATIVE_DATE_WORDS:
+        raise _WrongType(f"{value!r} is relative to the clock; send an absolute ISO 8601 date-time")
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _WrongType(f"cannot read {value!r} as a date-time") from exc
+    if pd.isna(stamp):  # "", "NaT", "nat": pandas' missing value, not a moment
+        raise _WrongType(f"cannot read {value!r} as a date-time; send null for a missing value")
+    moment: datetime = stamp.to_pydatetime()
+    return moment
 
 
 # A standardised input beyond this many standard deviations is rejected rather than fed to the model: float32

@@ -33,6 +33,13 @@ def two_versions(server: LiveServer) -> dict[str, Any]:
     return {"client": client, "tenant": tenant, "rows": rows, "jobs": finished}
 
 
+def _predict_once(two_versions: dict[str, Any]) -> None:
+    client: Client = two_versions["client"]
+    if "probe" not in {e["name"] for e in client.list_endpoints()}:
+        client.create_endpoint("probe", "switcher", version=1)
+    client.predict("probe", two_versions["rows"])
+
+
 def test_switching_versions_under_load_drops_no_request(server: LiveServer, two_versions: dict[str, Any]) -> None:
     client: Client = two_versions["client"]
     client.set_alias("switcher", "production", 1)
@@ -137,8 +144,12 @@ def test_usage_meters_predictions_and_training_seconds(server: LiveServer) -> No
 def test_health_readiness_and_prometheus_metrics(server: LiveServer, two_versions: dict[str, Any]) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready"}
-    two_versions["client"].predict("switching", two_versions["rows"])
-    text = httpx.get(f"{server.url}/metrics").text
+    _predict_once(two_versions)
+    # The metrics name tenants and their endpoints: only the platform admin may read them.
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    tenant_key = {"Authorization": f"Bearer {two_versions['tenant']['key']}"}
+    assert httpx.get(f"{server.url}/metrics", headers=tenant_key).status_code == 403
+    text = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_key}"}).text
     assert 'maas_http_requests_total{method="POST",route="/api/v1/endpoints/{name}/predict",status="200"}' in text
     assert "maas_predict_latency_seconds_bucket" in text
 
@@ -151,7 +162,7 @@ def test_every_response_carries_a_request_id(server: LiveServer) -> None:
 
 
 def test_the_api_process_never_loads_torch(server: LiveServer, two_versions: dict[str, Any]) -> None:
-    two_versions["client"].predict("switching", two_versions["rows"])  # the predict path has run
+    _predict_once(two_versions)  # the predict path has run
     assert server.process is not None
     maps = Path(f"/proc/{server.process.pid}/maps").read_text()
     assert "libtorch" not in maps

@@ -99,7 +99,17 @@ def test_missing_column_names_instance_and_column(fitted: TabularPreprocessor) -
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("age", "abc"), ("age", [1]), ("city", {"a": 1}), ("member", "maybe"), ("joined", "not a date")],
+    [
+        ("age", "abc"),
+        ("age", [1]),
+        ("city", {"a": 1}),
+        ("member", "maybe"),
+        ("joined", "not a date"),
+        ("joined", ""),
+        ("joined", "NaT"),
+        ("joined", "now"),
+        ("joined", "99999-01-01"),
+    ],
 )
 def test_wrong_type_names_instance_and_column(fitted: TabularPreprocessor, column: str, value: Any) -> None:
     records = _records(_frame())
