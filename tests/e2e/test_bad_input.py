@@ -471,3 +471,26 @@ def test_csv_upload_roundtrip_is_not_confused_by_bom(fresh: httpx.Client) -> Non
     response = upload(fresh, buffer.getvalue(), "bom.csv")
     assert response.status_code == 201, response.text
     assert [c["name"] for c in response.json()["columns"]] == ["a", "b"]
+
+
+HUGE = 2**70
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", f"/api/v1/datasets/ds_x/versions/{HUGE}", {}),
+        ("GET", "/api/v1/datasets/ds_x/preview", {"params": {"version": HUGE}}),
+        ("GET", f"/api/v1/models/m/versions/{HUGE}", {}),
+        ("GET", f"/api/v1/models/m/versions/{HUGE}/artifact", {}),
+        ("PUT", "/api/v1/models/m/aliases/production", {"json": {"version": HUGE}}),
+        ("POST", "/api/v1/endpoints", {"json": {"name": "e", "model": "m", "version": HUGE}}),
+        ("POST", "/api/v1/jobs", {"json": {"dataset_id": "ds_x", "target": "y", "dataset_version": HUGE}}),
+        ("GET", "/api/v1/jobs/job_x/events", {"params": {"after": HUGE}}),
+        ("GET", "/api/v1/jobs/job_x/events", {"headers": {"Last-Event-ID": str(HUGE)}}),
+    ],
+)
+def test_numbers_beyond_64_bits_are_422_not_500(fresh: httpx.Client, method: str, path: str, kwargs: Any) -> None:
+    response = fresh.request(method, path, **kwargs)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, status
 
 from maas.api.auth import Developer, State
-from maas.api.native.schemas import DatasetOut, DatasetUploaded, DatasetVersionOut, PreviewOut
+from maas.api.native.schemas import MAX_VERSION, DatasetOut, DatasetUploaded, DatasetVersionOut, PreviewOut
 from maas.api.problems import PROBLEM_RESPONSES
 from maas.data import service as datasets
 from maas.db.tables import Dataset
@@ -82,7 +82,9 @@ def get_dataset(dataset_id: str, state: State, caller: Developer) -> DatasetOut:
 
 
 @router.get("/{dataset_id}/versions/{version}", response_model=DatasetVersionOut)
-def get_version(dataset_id: str, version: int, state: State, caller: Developer) -> DatasetVersionOut:
+def get_version(
+    dataset_id: str, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], state: State, caller: Developer
+) -> DatasetVersionOut:
     assert caller.tenant_id is not None
     with state.session() as session:
         return DatasetVersionOut.model_validate(datasets.get_version(session, caller.tenant_id, dataset_id, version))
@@ -93,7 +95,7 @@ def preview(
     dataset_id: str,
     state: State,
     caller: Developer,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
     rows: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> PreviewOut:
     assert caller.tenant_id is not None

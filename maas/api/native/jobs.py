@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from maas.api.auth import Developer, State
-from maas.api.native.schemas import JobCreate, JobEventOut, JobOut
+from maas.api.native.schemas import MAX_EVENT_ID, JobCreate, JobEventOut, JobOut
 from maas.api.problems import PROBLEM_RESPONSES
 from maas.api.state import AppState
 from maas.jobs import service as jobs
@@ -81,11 +81,11 @@ async def job_events(
     request: Request,
     state: State,
     caller: Developer,
-    after: Annotated[int, Query(ge=0, description="Only events with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="Only events with a larger id")] = 0,
     limit: Annotated[
         int, Query(ge=1, le=EVENTS_PAGE_MAX, description="Most events in a JSON page; page on with ?after=")
     ] = EVENTS_PAGE_MAX,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID)] = None,
 ) -> JSONResponse | StreamingResponse:
     """Events of a job (state changes, per-epoch losses, metrics, progress and ETA).
 

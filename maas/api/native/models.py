@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 from sqlalchemy.orm import Session
 
 from maas.api.auth import Developer, State
-from maas.api.native.schemas import AliasSet, ModelDetail, ModelOut, ModelVersionOut, ModelVersionSummary
+from maas.api.native.schemas import MAX_VERSION, AliasSet, ModelDetail, ModelOut, ModelVersionOut, ModelVersionSummary
 from maas.api.problems import PROBLEM_RESPONSES
 from maas.db.tables import Model
 from maas.registry import service as registry
 
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
 
 
@@ -45,7 +48,7 @@ def get_model(name: str, state: State, caller: Developer) -> ModelOut:
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionOut)
-def get_version(name: str, version: int, state: State, caller: Developer) -> ModelVersionOut:
+def get_version(name: str, version: VersionPath, state: State, caller: Developer) -> ModelVersionOut:
     assert caller.tenant_id is not None
     with state.session() as session:
         return ModelVersionOut.model_validate(registry.get_version(session, caller.tenant_id, name, version))
@@ -67,7 +70,7 @@ def set_alias(name: str, alias: str, body: AliasSet, state: State, caller: Devel
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The ONNX model"}},
 )
-def download_artifact(name: str, version: int, state: State, caller: Developer) -> Response:
+def download_artifact(name: str, version: VersionPath, state: State, caller: Developer) -> Response:
     assert caller.tenant_id is not None
     with state.session() as session:
         row = registry.get_version(session, caller.tenant_id, name, version)

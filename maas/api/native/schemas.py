@@ -7,6 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Integers reach SQL: beyond 64 bits a driver raises instead of matching nothing, so bound them here.
+MAX_VERSION = 2**31 - 1
+MAX_EVENT_ID = 2**53
+
 
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -98,7 +102,9 @@ class PreviewOut(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str
-    dataset_version: int | None = Field(default=None, ge=1, description="Defaults to the newest version")
+    dataset_version: int | None = Field(
+        default=None, ge=1, le=MAX_VERSION, description="Defaults to the newest version"
+    )
     family: str = Field(default="tabular-mlp", examples=["tabular-mlp"])
     target: str = Field(description="The column to predict")
     task: Literal["classification", "regression"] | None = Field(
@@ -166,21 +172,21 @@ class ModelDetail(ModelOut):
 
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class EndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(examples=["churn"])
     model: str = Field(description="Model name in the registry")
-    version: int | None = Field(default=None, ge=1, description="Pin a version…")
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION, description="Pin a version…")
     alias: str | None = Field(default=None, description="…or follow an alias ('production', 'latest'). Default: latest")
 
 
 class EndpointPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     alias: str | None = None
 
 
