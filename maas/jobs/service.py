@@ -19,6 +19,7 @@ from maas.jobs.queue import append_event, transition
 from maas.jobs.states import JobState
 from maas.models import FAMILIES
 from maas.models.tabular_mlp import infer_task
+from maas.registry import service as registry
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -80,6 +81,7 @@ def submit_training_job(session: Session, *, tenant_id: str, request: TrainReque
     model_name = request.model_name or _default_model_name(version.dataset.name, request.target)
     if not _MODEL_NAME.match(model_name):
         raise _field_error("model_name", "1-100 characters: letters, digits, '-', '_' or '.', starting alphanumeric")
+    registry.check_can_add_version(session, tenant_id=tenant_id, name=model_name, family=request.family, task=task)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,

@@ -6,6 +6,7 @@ short lease.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -17,13 +18,22 @@ from maas.config import Settings
 from maas.data.service import load_version_frame
 from maas.db.engine import session_scope
 from maas.db.tables import DatasetVersion, UsageEvent
-from maas.errors import MaasError
-from maas.jobs.queue import append_event, owned_job, transition
+from maas.errors import Conflict, MaasError, Unavailable
+from maas.jobs.queue import LeaseLost, append_event, owned_job, transition
 from maas.jobs.states import JobState
 from maas.models.tabular_mlp import TabularMLPHyperparameters
 from maas.registry.service import NewVersion, register_version
 from maas.storage import ArtifactStore, open_store
-from maas.training.tabular import EpochReport, TabularTrainSpec, TrainingCancelled, train_tabular
+from maas.training.tabular import (
+    EpochReport,
+    TabularTrainSpec,
+    TrainedTabularModel,
+    TrainingCancelled,
+    train_tabular,
+)
+
+log = logging.getLogger("maas.training_run")
+_REGISTER_ATTEMPTS = 3
 
 
 def _epoch_event(report: EpochReport) -> dict[str, Any]:
@@ -75,12 +85,45 @@ def run_job(
     except TrainingCancelled:
         _finish(factory, job_id, owner, JobState.CANCELLED, reason="cancelled by the user")
         return 0
+    except (LeaseLost, Unavailable):
+        raise  # not the job's fault: this attempt ends, and the job resumes from its checkpoint elsewhere
     except MaasError as exc:
         _finish(factory, job_id, owner, JobState.FAILED, reason=exc.detail)
+        return 0
+    except Exception as exc:
+        # Training is deterministic given the data and the spec: a retry would fail the same way, so the
+        # job fails once, with the reason, instead of dying five times with only an exit code to show.
+        log.exception("job %s: training failed", job_id)
+        _finish(factory, job_id, owner, JobState.FAILED, reason=f"training failed: {type(exc).__name__}: {exc}")
         return 0
 
     digest = store.put(trained.onnx_bytes)
     compute_seconds = time.monotonic() - started
+    for attempt in range(_REGISTER_ATTEMPTS):
+        try:
+            _register(factory, job_id, owner, spec, tenant_id, digest, trained, compute_seconds)
+            break
+        except Conflict as exc:
+            # Another job took the same version number (retry), or the name now belongs to a model of
+            # another task (fails every time, and then the job does, with that reason).
+            if attempt == _REGISTER_ATTEMPTS - 1:
+                _finish(factory, job_id, owner, JobState.FAILED, reason=exc.detail)
+                return 0
+    shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
+    return 0
+
+
+def _register(
+    factory: sessionmaker[Session],
+    job_id: str,
+    owner: str,
+    spec: dict[str, Any],
+    tenant_id: str,
+    digest: str,
+    trained: TrainedTabularModel,
+    compute_seconds: float,
+) -> None:
+    """Register the model version, meter the compute and finish the job, in one transaction."""
     with session_scope(factory) as session:
         job = owned_job(session, job_id=job_id, owner=owner)
         model_version = register_version(
@@ -116,8 +159,6 @@ def run_job(
                 tenant_id=tenant_id, meter="training_compute_seconds", quantity=compute_seconds, resource_id=job_id
             )
         )
-    shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
-    return 0
 
 
 def _finish(factory: sessionmaker[Session], job_id: str, owner: str, state: JobState, *, reason: str) -> None:

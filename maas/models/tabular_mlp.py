@@ -41,8 +41,8 @@ class TabularMLPHyperparameters(BaseModel):
         default=None,
         description="None chooses from the task: categorical cross-entropy (classification) or mse.",
     )
-    l1: float = Field(default=0.0, ge=0.0, description="L1 penalty on weights, added to the loss.")
-    l2: float = Field(default=1e-4, ge=0.0, description="L2 penalty, applied as the optimizer's weight decay.")
+    l1: float = Field(default=0.0, ge=0.0, le=1.0, description="L1 penalty on weights, added to the loss.")
+    l2: float = Field(default=1e-4, ge=0.0, le=1.0, description="L2 penalty, applied as the optimizer's weight decay.")
     early_stopping_patience: int = Field(
         default=20, ge=0, le=10000, description="Epochs without validation improvement before stopping; 0 = off."
     )

@@ -30,17 +30,25 @@ class NewVersion:
     lineage: dict[str, Any]
 
 
+def check_can_add_version(session: Session, *, tenant_id: str, name: str, family: str, task: str) -> Model | None:
+    """The model named ``name`` (None if new); Conflict if its versions are of another family or task.
+
+    Checked when a job is submitted, so a mismatch is a 409 at once instead of a job failing at the end."""
+    model = session.scalars(scoped(Model, tenant_id).where(Model.name == name)).one_or_none()
+    if model is not None and (model.family, model.task) != (family, task):
+        raise Conflict(
+            f"model '{name}' is a {model.family} {model.task} model; a {family} {task} version cannot be "
+            "added to it: choose another model_name"
+        )
+    return model
+
+
 def register_version(session: Session, *, tenant_id: str, new: NewVersion) -> ModelVersion:
-    model = session.scalars(scoped(Model, tenant_id).where(Model.name == new.model_name)).one_or_none()
+    model = check_can_add_version(session, tenant_id=tenant_id, name=new.model_name, family=new.family, task=new.task)
     if model is None:
         model = Model(id=new_id("mdl"), tenant_id=tenant_id, name=new.model_name, family=new.family, task=new.task)
         session.add(model)
         session.flush()
-    elif (model.family, model.task) != (new.family, new.task):
-        raise Conflict(
-            f"model '{new.model_name}' is a {model.family} {model.task} model; "
-            f"a {new.family} {new.task} version cannot be added to it"
-        )
     latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
     version = ModelVersion(
         id=new_id("mv"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from maas.errors import InvalidInput
 from maas.training.checkpoints import TrainerState, load_checkpoint, save_checkpoint
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -141,6 +143,12 @@ class Trainer:
                     raise TrainingCancelled(f"cancelled before epoch {state.epoch + 1}")
                 started = time.monotonic()
                 train_loss, train_outputs = self._train_epoch(train, state.epoch, should_stop)
+                if not math.isfinite(train_loss):
+                    raise InvalidInput(
+                        f"training diverged in epoch {state.epoch + 1}: the loss became {train_loss}; "
+                        "lower learning_rate (or l1/l2), or standardise extreme target values",
+                        errors=[{"loc": ["hyperparameters", "learning_rate"], "msg": "training diverged"}],
+                    )
                 val_loss, val_outputs = self._evaluate(validation)
                 state.epoch += 1
                 best = self._track_best(state, val_loss, best)

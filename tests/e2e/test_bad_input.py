@@ -494,3 +494,36 @@ def test_numbers_beyond_64_bits_are_422_not_500(fresh: httpx.Client, method: str
     response = fresh.request(method, path, **kwargs)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_model_name_of_another_task_is_409_at_submit(owner: dict[str, Any]) -> None:
+    """The owner's MODEL classifies 'label'; a regression version cannot join it."""
+    client = owner["client"]
+    jobs_before = len(client.get("/api/v1/jobs").json())
+    response = client.post(
+        "/api/v1/jobs",
+        json={"dataset_id": owner["dataset"]["id"], "target": "num", "model_name": MODEL},
+    )
+    assert response.status_code == 409, response.text
+    assert "classification" in response.json()["detail"] and "regression" in response.json()["detail"]
+    assert len(client.get("/api/v1/jobs").json()) == jobs_before
+
+
+def test_a_diverging_job_fails_once_with_the_reason(owner: dict[str, Any]) -> None:
+    client = owner["client"]
+    hyperparameters = {"learning_rate": 10, "optimizer": "sgd", "momentum": 0.99, "epochs": 30, "dropout": 0}
+    job = client.post(
+        "/api/v1/jobs",
+        json={
+            "dataset_id": owner["dataset"]["id"],
+            "target": "num",
+            "model_name": "diverging",
+            "hyperparameters": hyperparameters,
+        },
+    ).json()
+    deadline = time.monotonic() + 120
+    while (state := client.get(f"/api/v1/jobs/{job['id']}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.3)
+    assert state["state"] == "failed" and state["attempts"] == 1, state
+    assert "diverged" in state["error"] and "learning_rate" in state["error"]
