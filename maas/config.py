@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     admin_key: str | None = Field(default=None, description="Platform admin key; generated on first start if unset.")
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Largest dataset upload accepted.")
+    max_request_bytes: int = Field(
+        default=10 * 1024 * 1024, gt=0, description="Largest body of any other request (a predict call, say)."
+    )
     max_columns: int = Field(
         default=2000, gt=0, description="Most columns a dataset may have (profiling costs ~1 ms per column)."
     )

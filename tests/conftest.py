@@ -40,6 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         env={
             "MAAS_AUTH_CACHE_TTL_SECONDS": "1",
             "MAAS_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+            "MAAS_MAX_REQUEST_BYTES": str(1024 * 1024),
             "MAAS_MAX_BATCH_INSTANCES": "256",
         },
     ).start()

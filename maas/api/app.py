@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from maas import __version__
 from maas.api import health
 from maas.api.metrics import ApiMetrics
-from maas.api.middleware import RequestIdAndMetrics, UploadLimit
+from maas.api.middleware import BodyLimit, RequestBodyLimits, RequestIdAndMetrics
 from maas.api.native import datasets, endpoints, jobs, models, tenants
 from maas.api.problems import install_error_handlers
 from maas.api.state import AppState
@@ -118,6 +118,11 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         # Each router carries its full prefix, so a route's template (the metrics label) is its whole path.
         app.include_router(module.router)
     app.include_router(health.router)
-    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes, framing_allowance=_MULTIPART_OVERHEAD)
+    app.add_middleware(
+        RequestBodyLimits,
+        request=BodyLimit(settings.max_request_bytes, "MAAS_MAX_REQUEST_BYTES"),
+        upload=BodyLimit(settings.max_upload_bytes, "MAAS_MAX_UPLOAD_BYTES", framing_allowance=_MULTIPART_OVERHEAD),
+        upload_paths=frozenset({"/api/v1/datasets"}),
+    )
     app.add_middleware(RequestIdAndMetrics, metrics=metrics)
     return app

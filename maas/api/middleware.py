@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,60 +12,78 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from maas.api.metrics import ApiMetrics
 
 
-class BodyTooLarge(Exception):
-    pass
+@dataclass(frozen=True)
+class BodyLimit:
+    """The most bytes a request body may have, and the setting an operator changes to allow more."""
+
+    limit: int
+    setting: str
+    # Multipart framing around a file of exactly ``limit`` bytes: tolerated, never named in the answer.
+    framing_allowance: int = 0
 
 
-class UploadLimit:
-    """Refuse request bodies over ``limit + framing_allowance`` bytes with 413 before they are parsed.
+class RequestBodyLimits:
+    """Refuse request bodies over their route's limit with 413, before they are buffered or parsed.
 
-    Checks Content-Length up front, and counts the bytes of chunked bodies as they arrive. The allowance
-    covers multipart framing around a file of exactly ``limit`` bytes; the answer names ``limit`` alone,
-    the number the operator configured.
+    Uploads (``upload_paths``, POST) get the upload limit; every other body (a predict call above all)
+    the much smaller request limit, so one call cannot make the server parse 100 MB of JSON on its event
+    loop. Content-Length is checked up front; chunked bodies are counted as they arrive and cut off at the
+    limit with the same 413.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, framing_allowance: int = 0) -> None:
+    def __init__(self, app: ASGIApp, *, request: BodyLimit, upload: BodyLimit, upload_paths: frozenset[str]) -> None:
         self.app = app
-        self.limit = limit
-        self.hard_limit = limit + framing_allowance
+        self.request = request
+        self.upload = upload
+        self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        is_upload = scope["method"] == "POST" and scope["path"] in self.upload_paths
+        rule = self.upload if is_upload else self.request
+        hard_limit = rule.limit + rule.framing_allowance
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.hard_limit:
-            await _send_413(send, self.limit)
+        if declared is not None and declared.isdigit() and int(declared) > hard_limit:
+            await _send_413(send, rule)
             return
         received = 0
         response_started = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 received += len(message.get("body", b""))
-                if received > self.hard_limit:
-                    raise BodyTooLarge
+                if received > hard_limit:
+                    refused = True
+                    if not response_started:
+                        await _send_413(send, rule)
+                    # The app sees a client that went away: it stops reading, and its own answer is dropped.
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal response_started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not response_started:
-                await _send_413(send, self.limit)
+        await self.app(scope, counting_receive, guarded_send)
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = (
-        '{"type":"about:blank","title":"Payload too large","status":413,'
-        f'"detail":"the request body is over the limit of {limit} bytes (MAAS_MAX_UPLOAD_BYTES)"}}'
+async def _send_413(send: Send, rule: BodyLimit) -> None:
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": f"the request body is over the limit of {rule.limit} bytes ({rule.setting})",
+        }
     ).encode()
     await send(
         {

@@ -527,3 +527,49 @@ def test_a_diverging_job_fails_once_with_the_reason(owner: dict[str, Any]) -> No
         time.sleep(0.3)
     assert state["state"] == "failed" and state["attempts"] == 1, state
     assert "diverged" in state["error"] and "learning_rate" in state["error"]
+
+
+REQUEST_LIMIT = 1024 * 1024  # MAAS_MAX_REQUEST_BYTES of the shared server (conftest)
+
+
+def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b"x" * min(size, total - sent)
+        sent += size
+
+
+def test_a_predict_body_over_the_request_limit_is_413_naming_it(owner: dict[str, Any]) -> None:
+    padded = {**GOOD, "notes": "n" * (REQUEST_LIMIT + 10)}  # an ignored key, but the body is too big
+    response = _predict(owner["client"], {"instances": [padded]})
+    assert response.status_code == 413, response.text
+    assert "MAAS_MAX_REQUEST_BYTES" in response.json()["detail"] and str(REQUEST_LIMIT) in response.json()["detail"]
+
+
+@pytest.mark.parametrize("route", ["upload", "predict"])
+def test_a_chunked_body_over_the_limit_is_413_not_400(owner: dict[str, Any], fresh: httpx.Client, route: str) -> None:
+    """No Content-Length to check up front: the body is counted as it streams and cut off at the limit."""
+    if route == "upload":
+        boundary = "b0undary"
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\na,b\r\n'
+
+        def body() -> Iterator[bytes]:
+            yield head.encode()
+            yield from _chunks(UPLOAD_LIMIT + 512 * 1024)
+
+        response = fresh.post(
+            "/api/v1/datasets",
+            content=body(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        setting = "MAAS_MAX_UPLOAD_BYTES"
+        assert dataset_ids(fresh) == set()
+    else:
+        response = owner["client"].post(
+            f"/api/v1/endpoints/{ENDPOINT}/predict",
+            content=_chunks(REQUEST_LIMIT + 512 * 1024),
+            headers={"Content-Type": "application/json"},
+        )
+        setting = "MAAS_MAX_REQUEST_BYTES"
+    assert response.status_code == 413, response.text
+    assert setting in response.json()["detail"]
