@@ -157,13 +157,49 @@ def _parquet_column_count(content: bytes) -> int:
         return 0
 
 
+def _is_flat(arrow_type: pa.DataType) -> bool:
+    """A type a table column can hold: numbers, booleans, strings, dates and times, (string) categoricals."""
+    if pa.types.is_dictionary(arrow_type):
+        return _is_flat(arrow_type.value_type)
+    return bool(
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+        or pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_temporal(arrow_type)
+        or pa.types.is_null(arrow_type)
+    )
+
+
+def _check_parquet_types(schema: pa.Schema) -> None:
+    nested = [f"{field.name} ({field.type})" for field in schema if not _is_flat(field.type)]
+    if nested:
+        raise _invalid(
+            f"columns of types a table cannot hold: {', '.join(nested)}; store lists, structs, maps and binary "
+            "data as separate columns or as strings",
+            columns=[field.name for field in schema if not _is_flat(field.type)],
+        )
+
+
 def _parse_parquet(content: bytes) -> pd.DataFrame:
     try:
+        _check_parquet_types(pq.ParquetFile(io.BytesIO(content)).schema_arrow)
         frame = pd.read_parquet(io.BytesIO(content))
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise _invalid(f"the Parquet file is corrupt or truncated ({exc}); re-export it and upload it again") from None
-    if not isinstance(frame.index, pd.RangeIndex):
-        # A saved pandas index (e.g. a named 'id') is data the user wants to see as a column.
+    index = frame.index
+    default_index = isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0 and index.step == 1
+    if not default_index:
+        # A saved pandas index (e.g. a named 'id', even one stored as a range) is data the user wants to
+        # see as a column.
+        clashing = [name for name in frame.index.names if name is not None and name in frame.columns]
+        if clashing:
+            raise _invalid(
+                f"the file's saved index {clashing[0]!r} has the same name as a column; save it with index=False "
+                "or rename one of them"
+            )
         frame = frame.reset_index()
     return frame
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from maas.data.formats import load_frame, read_table
@@ -162,3 +164,40 @@ def test_too_many_parquet_columns_is_refused() -> None:
     with pytest.raises(InvalidInput, match="12 columns; at most 10"):
         read_table(buffer.getvalue(), "wide.parquet", max_columns=10)
     assert read_table(buffer.getvalue(), "wide.parquet", max_columns=12)[0].shape == (2, 12)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [pa.array([[1, 2], [3], [4]]), pa.array([{"x": 1}, {"x": 2}, {"x": 3}]), pa.array([b"a", b"b", b"c"])],
+    ids=["list", "struct", "binary"],
+)
+def test_parquet_columns_a_table_cannot_hold_are_named(column: pa.Array) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"odd": column, "y": [1, 2, 3]}), buffer)
+    with pytest.raises(InvalidInput, match=r"cannot hold: odd \("):
+        read_table(buffer.getvalue(), "odd.parquet")
+
+
+def test_parquet_index_named_like_a_column_is_refused() -> None:
+    frame = pd.DataFrame({"id": [5, 3], "y": [3, 4]}).set_index("id", drop=False)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    with pytest.raises(InvalidInput, match="saved index 'id' has the same name as a column"):
+        read_table(buffer.getvalue(), "clash.parquet")
+
+
+def test_parquet_categoricals_and_timestamps_are_accepted() -> None:
+    frame = pd.DataFrame(
+        {"c": pd.Categorical(["a", "b"]), "t": pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True), "y": [1, 2]}
+    )
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    assert list(read_table(buffer.getvalue(), "ok.parquet")[0].columns) == ["c", "t", "y"]
+
+
+def test_parquet_named_range_index_is_kept_as_a_column() -> None:
+    frame = pd.DataFrame({"id": [1, 2, 3], "y": [3, 4, 5]}).set_index("id")  # stored as a named range
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    table = read_table(buffer.getvalue(), "ranged.parquet")[0]
+    assert list(table.columns) == ["id", "y"] and table["id"].tolist() == [1, 2, 3]
