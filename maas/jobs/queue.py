@@ -6,10 +6,10 @@ one database without taking the same job twice.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from maas.db.tables import Job, JobEvent, utcnow
@@ -34,13 +34,50 @@ def transition(session: Session, job: Job, target: JobState, **detail: Any) -> N
     append_event(session, job.id, "state", {"state": target.value, **detail})
 
 
+def fair_order(
+    queued: list[tuple[str, str]], running_per_tenant: dict[str, int], last_start_per_tenant: dict[str, datetime]
+) -> list[str]:
+    """Queued job ids (given oldest first, as ``(job_id, tenant_id)``) in the order to try them.
+
+    Round robin over tenants: fewest jobs running first, then the tenant served least recently, and for
+    each tenant only its oldest job. A tenant that queues a hundred jobs delays another tenant's job by one
+    job at most."""
+    first_of_tenant: dict[str, str] = {}
+    for job_id, tenant_id in queued:
+        first_of_tenant.setdefault(tenant_id, job_id)
+    position = {job_id: index for index, (job_id, _) in enumerate(queued)}
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def turn(item: tuple[str, str]) -> tuple[int, datetime, int]:
+        tenant_id, job_id = item
+        return running_per_tenant.get(tenant_id, 0), last_start_per_tenant.get(tenant_id, never), position[job_id]
+
+    return [job_id for _, job_id in sorted(first_of_tenant.items(), key=turn)]
+
+
 def claim_next(session: Session, *, owner: str, lease_seconds: float) -> Job | None:
-    """Take the oldest queued job, or None. The caller commits."""
-    candidates = session.scalars(
-        select(Job.id).where(Job.state == JobState.QUEUED.value).order_by(Job.created_at).limit(5)
+    """Take the next queued job in fair order (see :func:`fair_order`), or None. The caller commits."""
+    queued = session.execute(
+        select(Job.id, Job.tenant_id).where(Job.state == JobState.QUEUED.value).order_by(Job.created_at).limit(500)
     ).all()
+    if not queued:
+        return None
+    tenants = {tenant_id for _, tenant_id in queued}
+    running = session.execute(
+        select(Job.tenant_id, func.count())
+        .where(Job.state == JobState.RUNNING.value, Job.tenant_id.in_(tenants))
+        .group_by(Job.tenant_id)
+    ).all()
+    last_started = session.execute(
+        select(Job.tenant_id, func.max(Job.started_at)).where(Job.tenant_id.in_(tenants)).group_by(Job.tenant_id)
+    ).all()
+    candidates = fair_order(
+        [(job_id, tenant_id) for job_id, tenant_id in queued],
+        {tenant_id: int(count) for tenant_id, count in running},
+        {tenant_id: _aware(moment) for tenant_id, moment in last_started if moment is not None},
+    )
     now = utcnow()
-    for job_id in candidates:
+    for job_id in candidates[:5]:
         claimed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
@@ -59,6 +96,13 @@ def claim_next(session: Session, *, owner: str, lease_seconds: float) -> Job | N
             append_event(session, job.id, "state", {"state": JobState.RUNNING.value, "attempt": job.attempts})
             return job
     return None
+
+
+def _aware(moment: datetime) -> datetime:
+    """Aggregates bypass the column type, so SQLite hands back a naive UTC datetime (or a string)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def renew_lease(session: Session, *, job_id: str, owner: str, lease_seconds: float) -> bool:

@@ -114,6 +114,23 @@ def test_a_job_is_claimed_once_and_requeued_when_its_lease_expires(factory: sess
             queue.renew_lease(session, job_id=job_id, owner="lease_a", lease_seconds=30)
 
 
+def _claim_and_finish(factory: sessionmaker[Session], owner: str) -> str:
+    with session_scope(factory) as session:
+        job = queue.claim_next(session, owner=owner, lease_seconds=30)
+        assert job is not None
+        queue.transition(session, job, JobState.SUCCEEDED)
+        return job.id
+
+
+def test_a_tenant_with_many_queued_jobs_does_not_starve_another(factory: sessionmaker[Session]) -> None:
+    busy, quiet = _tenant(factory, "busy"), _tenant(factory, "quiet")
+    busy_jobs = [_job(factory, busy) for _ in range(4)]
+    quiet_job = _job(factory, quiet)  # queued last
+    order = [_claim_and_finish(factory, f"lease_{n}") for n in range(5)]
+    # The busy tenant's oldest job goes first (nobody was served yet); the quiet one's right after.
+    assert order == [busy_jobs[0], quiet_job, *busy_jobs[1:]]
+
+
 def test_a_job_that_keeps_dying_fails_after_max_attempts(factory: sessionmaker[Session]) -> None:
     tenant_id = _tenant(factory, "dying")
     job_id = _job(factory, tenant_id)
