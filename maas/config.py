@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default=2000, gt=0, description="Most columns a dataset may have (profiling costs ~1 ms per column)."
     )
     max_batch_instances: int = Field(default=1024, gt=0, description="Largest predict batch accepted.")
+    artifact_gc_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Artifacts no dataset or model names are deleted once idle this long; also how often to look.",
+    )
     preview_rows: int = Field(default=20, gt=0, le=1000)
     job_lease_seconds: float = Field(default=30.0, gt=0, description="A worker silent for this long loses its job.")
     job_heartbeat_seconds: float = Field(default=2.0, gt=0)

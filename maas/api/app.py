@@ -24,6 +24,7 @@ from maas.auth.cache import KeyCache
 from maas.auth.secrets import hash_secret
 from maas.billing.usage import UsageRecorder
 from maas.config import Settings
+from maas.data import blobs
 from maas.db.engine import make_engine, make_session_factory
 from maas.db.migrate import upgrade_to_head
 from maas.jobs.dispatcher import Dispatcher
@@ -79,6 +80,18 @@ async def _flush_usage_forever(usage: UsageRecorder) -> None:
             log.warning("usage flush failed; will retry", exc_info=True)
 
 
+async def _collect_artifacts_forever(state: AppState) -> None:
+    idle = state.settings.artifact_gc_seconds
+    while True:
+        await asyncio.sleep(idle)
+        try:
+            removed = await run_in_threadpool(blobs.sweep, state.factory, state.store, idle_seconds=idle)
+            if removed:
+                log.info("removed %d unreferenced artifact(s)", len(removed))
+        except Exception:
+            log.warning("artifact collection failed; will retry", exc_info=True)
+
+
 def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
     """Build the ASGI app. ``run_jobs=False`` serves the API without starting the job dispatcher."""
 
@@ -89,6 +102,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         if state.dispatcher is not None:
             state.dispatcher.start()
         flusher = asyncio.create_task(_flush_usage_forever(state.usage))
+        collector = asyncio.create_task(_collect_artifacts_forever(state))
         # Everything loaded so far (pandas, scikit-learn, ONNX, SQLAlchemy: millions of objects) lives as
         # long as the process. Frozen, it is skipped by the collector: full collections no longer stall
         # every request in flight for 50-100 ms.
@@ -96,9 +110,10 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in (flusher, collector):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await state.predictor.close()
             if state.dispatcher is not None:
                 await run_in_threadpool(state.dispatcher.stop)

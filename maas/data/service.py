@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -30,6 +31,67 @@ MAX_PREVIEW_ROWS = 1000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", re.ASCII)
 
 
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that parsed and profiled cleanly, its blob stored: what a new version row records."""
+
+    filename: str
+    format: str
+    digest: str
+    size_bytes: int
+    row_count: int
+    columns: list[dict[str, Any]]
+
+
+def check_upload(
+    store: ArtifactStore, *, filename: str, content: bytes, max_bytes: int, max_columns: int = MAX_COLUMNS
+) -> CheckedUpload:
+    """Validate, parse and profile an upload, then store its blob (complete before any row names it)."""
+    if len(content) > max_bytes:
+        detail = f"the file is {len(content)} bytes; the limit is {max_bytes} bytes"
+        raise PayloadTooLarge(detail, errors=[{"loc": ["body", "file"], "msg": detail, "limit": max_bytes}])
+    frame, table_format = read_table(content, filename, max_columns=max_columns)
+    columns = profile_columns(frame)
+    return CheckedUpload(
+        filename=display_filename(filename),
+        format=table_format,
+        digest=store.put(content),
+        size_bytes=len(content),
+        row_count=len(frame),
+        columns=columns,
+    )
+
+
+def add_version(session: Session, *, tenant_id: str, name: str, upload: CheckedUpload) -> DatasetVersion:
+    """Record ``upload`` as a new dataset ``name``, or as its next version.
+
+    Two uploads under one name at once can collide on the version number: the commit then raises Conflict
+    and the caller retries with a fresh session (the checked upload is reused as it is)."""
+    check_name(name)
+    dataset = session.scalars(select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)).one_or_none()
+    if dataset is None:
+        dataset = Dataset(id=new_id("ds"), tenant_id=tenant_id, name=name, kind="tabular")
+        session.add(dataset)
+        number = 1
+    else:
+        number = _max_version(session, dataset.id) + 1
+    version = DatasetVersion(
+        id=new_id("dsv"),
+        tenant_id=tenant_id,
+        version=number,
+        original_filename=upload.filename,
+        format=upload.format,
+        digest=upload.digest,
+        size_bytes=upload.size_bytes,
+        row_count=upload.row_count,
+        columns=upload.columns,
+    )
+    version.dataset = dataset
+    session.add(version)
+    session.flush()
+    return version
+
+
 def upload_dataset(
     session: Session,
     store: ArtifactStore,
@@ -42,37 +104,9 @@ def upload_dataset(
     max_columns: int = MAX_COLUMNS,
 ) -> DatasetVersion:
     """Validate, profile and store an upload as a new dataset, or as the next version of ``name``."""
-    _check_name(name)
-    if len(content) > max_bytes:
-        detail = f"the file is {len(content)} bytes; the limit is {max_bytes} bytes"
-        raise PayloadTooLarge(detail, errors=[{"loc": ["body", "file"], "msg": detail, "limit": max_bytes}])
-    frame, table_format = read_table(content, filename, max_columns=max_columns)
-    columns = profile_columns(frame)
-
-    digest = store.put(content)  # complete before any row names it
-
-    dataset = session.scalars(select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)).one_or_none()
-    if dataset is None:
-        dataset = Dataset(id=new_id("ds"), tenant_id=tenant_id, name=name, kind="tabular")
-        session.add(dataset)
-        number = 1
-    else:
-        number = _max_version(session, dataset.id) + 1
-    version = DatasetVersion(
-        id=new_id("dsv"),
-        tenant_id=tenant_id,
-        version=number,
-        original_filename=display_filename(filename),
-        format=table_format,
-        digest=digest,
-        size_bytes=len(content),
-        row_count=len(frame),
-        columns=columns,
-    )
-    version.dataset = dataset
-    session.add(version)
-    session.flush()
-    return version
+    check_name(name)
+    upload = check_upload(store, filename=filename, content=content, max_bytes=max_bytes, max_columns=max_columns)
+    return add_version(session, tenant_id=tenant_id, name=name, upload=upload)
 
 
 def list_datasets(session: Session, tenant_id: str) -> list[Dataset]:
@@ -138,18 +172,17 @@ def preview(
     }
 
 
-def delete_dataset(session: Session, store: ArtifactStore, *, tenant_id: str, dataset_id: str) -> None:
-    """Delete a dataset with all its versions, and the blobs no remaining version (of any tenant) uses.
+def delete_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> set[str]:
+    """Delete a dataset with all its versions; returns the digests of their blobs.
 
-    Model versions name dataset ids in their lineage as plain strings, so they survive this.
+    The blobs stay: once this transaction commits, :func:`maas.data.blobs.release` removes those nothing
+    else names. Model versions name dataset ids in their lineage as plain strings, so they survive this.
     """
     dataset = get_dataset(session, tenant_id, dataset_id)
     digests = {version.digest for version in dataset.versions}
     session.delete(dataset)
     session.flush()
-    still_used = set(session.scalars(select(DatasetVersion.digest).where(DatasetVersion.digest.in_(digests))).all())
-    for digest in sorted(digests - still_used):
-        store.delete(digest)
+    return digests
 
 
 def load_version_frame(store: ArtifactStore, version: DatasetVersion) -> pd.DataFrame:
@@ -166,7 +199,7 @@ def display_filename(filename: str) -> str:
     return cleaned[:FILENAME_MAX_LENGTH]
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not (1 <= len(name) <= NAME_MAX_LENGTH and _NAME.fullmatch(name)):
         detail = (
             f"the dataset name must be 1 to {NAME_MAX_LENGTH} characters: letters, digits, '-', '_' or '.', "

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 
 from maas.errors import MaasError, NotFound
@@ -21,9 +22,13 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_digest(text: str) -> bool:
+    return bool(_DIGEST.match(text))
+
+
 def check_digest(digest: str) -> str:
     """Digests come from our DB, but a digest is also a path component: never trust its shape."""
-    if not _DIGEST.match(digest):
+    if not is_digest(digest):
         raise ValueError(f"not a sha256 digest: {digest!r}")
     return digest
 
@@ -38,9 +43,15 @@ class ArtifactStore(ABC):
     """Immutable blobs addressed by SHA-256. Writing the same bytes twice stores them once."""
 
     def put(self, data: bytes) -> str:
-        """Store ``data`` and return its digest; the blob is complete before this returns."""
+        """Store ``data`` and return its digest; the blob is complete before this returns.
+
+        Bytes already stored are not written again, but their blob is touched: a blob written or touched
+        within the idle period is never collected, so a row about to name it is safe (see
+        :meth:`delete_if_idle`)."""
         digest = sha256_hex(data)
-        if not self._exists(digest):
+        if self._exists(digest):
+            self._touch(digest)
+        else:
             self._write(digest, data)
         return digest
 
@@ -60,6 +71,23 @@ class ArtifactStore(ABC):
     def delete(self, digest: str) -> None:
         self._delete(check_digest(digest))
 
+    def delete_if_idle(self, digest: str, *, idle_seconds: float, now: float | None = None) -> bool:
+        """Delete the blob unless it was written or touched in the last ``idle_seconds``; True if deleted.
+
+        The caller has checked that no committed row names the blob. One being written right now (an
+        upload of the same bytes, its row not yet committed) has just been touched, so it survives."""
+        modified = self._modified(check_digest(digest))
+        if modified is None:
+            return False
+        if (now if now is not None else time.time()) - modified < idle_seconds:
+            return False
+        self._delete(digest)
+        return True
+
+    def digests(self) -> Iterator[str]:
+        """Every stored blob's digest (for garbage collection)."""
+        return self._list()
+
     @abstractmethod
     def _write(self, digest: str, data: bytes) -> None:
         """Write atomically: the blob is either absent or complete."""
@@ -72,6 +100,17 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def _delete(self, digest: str) -> None: ...
+
+    @abstractmethod
+    def _touch(self, digest: str) -> None:
+        """Mark the blob as just used (its modification time becomes now)."""
+
+    @abstractmethod
+    def _modified(self, digest: str) -> float | None:
+        """When the blob was last written or touched (Unix seconds); None if it does not exist."""
+
+    @abstractmethod
+    def _list(self) -> Iterator[str]: ...
 
 
 _BACKENDS: dict[str, Callable[[str], ArtifactStore]] = {}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from maas.storage.base import ArtifactStore, register_backend
+from maas.storage.base import ArtifactStore, is_digest, register_backend
 
 
 class LocalArtifactStore(ArtifactStore):
@@ -44,6 +46,21 @@ class LocalArtifactStore(ArtifactStore):
 
     def _delete(self, digest: str) -> None:
         self._path(digest).unlink(missing_ok=True)
+
+    def _touch(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._path(digest))
+
+    def _modified(self, digest: str) -> float | None:
+        try:
+            return self._path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def _list(self) -> Iterator[str]:
+        for path in self.root.glob("??/*"):
+            if is_digest(path.name):  # never the temporary files of writes in progress
+                yield path.name
 
 
 def _from_url(url: str) -> ArtifactStore:

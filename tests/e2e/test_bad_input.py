@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -573,3 +574,16 @@ def test_a_chunked_body_over_the_limit_is_413_not_400(owner: dict[str, Any], fre
         setting = "MAAS_MAX_REQUEST_BYTES"
     assert response.status_code == 413, response.text
     assert setting in response.json()["detail"]
+
+
+def test_concurrent_uploads_under_one_name_all_become_versions(fresh: httpx.Client) -> None:
+    contents = [csv_bytes(small_frame(rows=50 + n)) for n in range(8)]
+
+    def send(content: bytes) -> httpx.Response:
+        return upload(fresh, content, "same.csv", name="same")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(send, contents))
+    assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses if r.status_code != 201]
+    assert sorted(r.json()["version"] for r in responses) == list(range(1, 9))
+    assert len({r.json()["id"] for r in responses}) == 1

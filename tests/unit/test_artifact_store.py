@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +68,12 @@ def test_a_backend_missing_a_primitive_cannot_be_instantiated() -> None:
 
     with pytest.raises(TypeError, match="abstract"):
         Incomplete()  # type: ignore[abstract]
+
+
+def test_only_an_idle_blob_is_deleted(store: ArtifactStore) -> None:
+    digest = store.put(b"blob")
+    later = time.time() + 120
+    assert not store.delete_if_idle(digest, idle_seconds=60)  # just written
+    assert list(store.digests()) == [digest]
+    assert store.delete_if_idle(digest, idle_seconds=60, now=later)
+    assert not store.exists(digest) and not store.delete_if_idle(digest, idle_seconds=60, now=later)

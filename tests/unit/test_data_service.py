@@ -117,7 +117,7 @@ def test_other_tenant_sees_not_found(session: Session, store: LocalArtifactStore
         lambda: service.latest_version(session, "ten_b", dataset_id),
         lambda: service.resolve_version(session, "ten_b", dataset_id, None),
         lambda: service.preview(session, store, tenant_id="ten_b", dataset_id=dataset_id, version=None, rows=5),
-        lambda: service.delete_dataset(session, store, tenant_id="ten_b", dataset_id=dataset_id),
+        lambda: service.delete_dataset(session, tenant_id="ten_b", dataset_id=dataset_id),
     ]
     for call in calls:
         with pytest.raises(NotFound) as caught:
@@ -155,24 +155,21 @@ def test_parquet_round_trip_and_preview_timestamps(session: Session, store: Loca
     assert result["rows"] == [[1.5, "2024-01-01T10:00:00", "a"], [None, None, None]]
 
 
-def test_delete_removes_rows_and_unshared_blobs(session: Session, store: LocalArtifactStore) -> None:
+def test_delete_removes_the_rows_and_names_the_blobs_to_release(session: Session, store: LocalArtifactStore) -> None:
     shared = b"a,b\n1,2\n"
     first = _upload(session, store, CSV, name="one")
     _upload(session, store, shared, name="one")
-    kept = _upload(session, store, shared, name="two", tenant_id="ten_b")
+    _upload(session, store, shared, name="two", tenant_id="ten_b")
     session.commit()
 
-    service.delete_dataset(session, store, tenant_id="ten_a", dataset_id=first.dataset_id)
+    released = service.delete_dataset(session, tenant_id="ten_a", dataset_id=first.dataset_id)
     session.commit()
 
-    assert not store.exists(hashlib.sha256(CSV).hexdigest())
-    assert store.exists(kept.digest)  # still used by another tenant's version
+    assert released == {hashlib.sha256(CSV).hexdigest(), hashlib.sha256(shared).hexdigest()}
+    assert all(store.exists(digest) for digest in released)  # blobs go only after the commit (maas.data.blobs)
     assert _count(session, Dataset) == 1 and _count(session, DatasetVersion) == 1
     with pytest.raises(NotFound):
         service.get_dataset(session, "ten_a", first.dataset_id)
-
-    service.delete_dataset(session, store, tenant_id="ten_b", dataset_id=kept.dataset_id)
-    assert not store.exists(kept.digest)
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,12 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, st
 from maas.api.auth import Developer, State
 from maas.api.native.schemas import MAX_VERSION, DatasetOut, DatasetUploaded, DatasetVersionOut, PreviewOut
 from maas.api.problems import PROBLEM_RESPONSES
+from maas.data import blobs
 from maas.data import service as datasets
 from maas.db.tables import Dataset
-from maas.errors import InvalidInput, PayloadTooLarge
+from maas.errors import Conflict, InvalidInput, PayloadTooLarge
 
+_VERSION_ATTEMPTS = 5
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
 
 
@@ -51,20 +53,24 @@ def upload_dataset(
     filename = file.filename or "upload"
     if not content:
         raise InvalidInput("the uploaded file is empty", errors=[{"loc": ["body", "file"], "msg": "empty file"}])
-    with state.session() as session:
-        version = datasets.upload_dataset(
-            session,
-            state.store,
-            tenant_id=caller.tenant_id,
-            name=name or _default_name(filename),
-            filename=filename,
-            content=content,
-            max_bytes=limit,
-            max_columns=state.settings.max_columns,
-        )
-        fields = DatasetVersionOut.model_validate(version).model_dump()
-        fields |= {"id": version.dataset_id, "version_id": version.id, "name": version.dataset.name}
-        return DatasetUploaded(**fields)
+    dataset_name = name or _default_name(filename)
+    datasets.check_name(dataset_name)  # before the work of parsing: a bad name is a cheap 422
+    upload = datasets.check_upload(
+        state.store, filename=filename, content=content, max_bytes=limit, max_columns=state.settings.max_columns
+    )
+    attempt = 1
+    while True:
+        try:
+            with state.session() as session:
+                version = datasets.add_version(session, tenant_id=caller.tenant_id, name=dataset_name, upload=upload)
+                fields = DatasetVersionOut.model_validate(version).model_dump()
+                fields |= {"id": version.dataset_id, "version_id": version.id, "name": version.dataset.name}
+            return DatasetUploaded(**fields)
+        except Conflict:
+            # Another upload under the same name took this version number first: take the next one.
+            if attempt == _VERSION_ATTEMPTS:
+                raise
+            attempt += 1
 
 
 @router.get("", response_model=list[DatasetOut])
@@ -110,5 +116,6 @@ def preview(
 def delete_dataset(dataset_id: str, state: State, caller: Developer) -> Response:
     assert caller.tenant_id is not None
     with state.session() as session:
-        datasets.delete_dataset(session, state.store, tenant_id=caller.tenant_id, dataset_id=dataset_id)
+        digests = datasets.delete_dataset(session, tenant_id=caller.tenant_id, dataset_id=dataset_id)
+    blobs.release(state.factory, state.store, digests, idle_seconds=state.settings.artifact_gc_seconds)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
