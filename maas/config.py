@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     max_batch_instances: int = Field(default=1024, gt=0, description="Largest predict batch accepted.")
     artifact_gc_seconds: float = Field(
         default=600.0,
-        gt=0,
+        ge=60,  # must outlast the gap between storing a blob and committing the row that names it
         description="Artifacts no dataset or model names are deleted once idle this long; also how often to look.",
     )
     preview_rows: int = Field(default=20, gt=0, le=1000)

@@ -56,13 +56,16 @@ async def _cached_or_resolved(state: AppState, secret: str) -> Principal | None:
     if cached is not None:
         return cached[0]
 
+    generation = state.keys.generation
+
     async def lookup() -> Principal | None:
         principal = await run_in_threadpool(_resolve, state, secret)
-        state.keys.store(secret, principal)
+        state.keys.store(secret, principal, generation)
         return principal
 
-    # Keyed by the secret's hash, not the secret: the in-flight table is never a place secrets rest in.
-    return await state.key_lookups.run(hash_secret(secret), lookup)
+    # Keyed by the secret's hash (the in-flight table is no place for secrets to rest) and the revocation
+    # generation: a request made after a revocation never joins a lookup that started before it.
+    return await state.key_lookups.run((hash_secret(secret), generation), lookup)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

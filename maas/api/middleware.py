@@ -54,8 +54,10 @@ class RequestBodyLimits:
 
         async def counting_receive() -> Message:
             nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] == "http.request" and not refused:
+            if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > hard_limit:
                     refused = True

@@ -21,6 +21,7 @@ class KeyCache:
         self._ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._generation = 0
 
     def peek(self, secret: str) -> tuple[Principal | None] | None:
         """``(principal,)`` on a fresh hit (principal None = known bad key), None on a miss."""
@@ -29,12 +30,20 @@ class KeyCache:
             return None
         return (hit[1],)
 
-    def store(self, secret: str, principal: Principal | None) -> None:
+    @property
+    def generation(self) -> int:
+        """Bumped by every revocation: a lookup that started before one must not cache its answer."""
+        return self._generation
+
+    def store(self, secret: str, principal: Principal | None, generation: int) -> None:
+        if generation != self._generation:
+            return
         if len(self._entries) >= _MAX_ENTRIES:
             self._entries.clear()  # bounded memory whatever callers send
         self._entries[hash_secret(secret)] = (self._clock() + self._ttl, principal)
 
     def invalidate_key(self, key_id: str) -> None:
+        self._generation += 1
         for digest, (_, principal) in list(self._entries.items()):
             if principal is not None and principal.key_id == key_id:
                 del self._entries[digest]

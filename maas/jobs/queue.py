@@ -57,8 +57,18 @@ def fair_order(
 
 def claim_next(session: Session, *, owner: str, lease_seconds: float) -> Job | None:
     """Take the next queued job in fair order (see :func:`fair_order`), or None. The caller commits."""
+    # Each tenant's oldest queued job(s), however many jobs any tenant has queued.
+    oldest = (
+        select(Job.tenant_id, func.min(Job.created_at).label("first"))
+        .where(Job.state == JobState.QUEUED.value)
+        .group_by(Job.tenant_id)
+        .subquery()
+    )
     queued = session.execute(
-        select(Job.id, Job.tenant_id).where(Job.state == JobState.QUEUED.value).order_by(Job.created_at).limit(500)
+        select(Job.id, Job.tenant_id)
+        .join(oldest, (Job.tenant_id == oldest.c.tenant_id) & (Job.created_at == oldest.c.first))
+        .where(Job.state == JobState.QUEUED.value)
+        .order_by(Job.created_at, Job.id)
     ).all()
     if not queued:
         return None

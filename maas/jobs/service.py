@@ -82,6 +82,7 @@ def submit_training_job(session: Session, *, tenant_id: str, request: TrainReque
     if not _MODEL_NAME.match(model_name):
         raise _field_error("model_name", "1-100 characters: letters, digits, '-', '_' or '.', starting alphanumeric")
     registry.check_can_add_version(session, tenant_id=tenant_id, name=model_name, family=request.family, task=task)
+    _check_active_jobs_agree(session, tenant_id=tenant_id, model_name=model_name, family=request.family, task=task)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
@@ -102,6 +103,20 @@ def submit_training_job(session: Session, *, tenant_id: str, request: TrainReque
     session.flush()
     append_event(session, job.id, "state", {"state": JobState.QUEUED.value})
     return job
+
+
+def _check_active_jobs_agree(session: Session, *, tenant_id: str, model_name: str, family: str, task: str) -> None:
+    """A queued or running job that will register ``model_name`` as another family or task wins the name."""
+    active = session.scalars(
+        scoped(Job, tenant_id).where(Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+    )
+    for job in active:
+        if job.spec.get("model_name") == model_name and (job.family, job.spec.get("task")) != (family, task):
+            raise Conflict(
+                f"job {job.id} ({job.state}) will register model '{model_name}' as a {job.family} "
+                f"{job.spec.get('task')} model; a {family} {task} job cannot add versions to it: choose "
+                "another model_name"
+            )
 
 
 def list_jobs(session: Session, tenant_id: str, *, limit: int = 100) -> list[Job]:

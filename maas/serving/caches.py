@@ -20,10 +20,16 @@ from maas.serving.runtime import ModelIdentity, TabularOnnxModel
 
 
 class RouteCache:
+    """Routes by (tenant, endpoint), with a generation per tenant that every invalidation bumps.
+
+    A lookup started before a change must not put its stale answer back after the change: it reads the
+    generation first and :meth:`put` drops the answer if the generation moved on meanwhile."""
+
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_seconds
         self._clock = clock
         self._routes: dict[tuple[str, str], tuple[float, ModelIdentity]] = {}
+        self._generations: dict[str, int] = {}
 
     def get(self, tenant_id: str, endpoint: str) -> ModelIdentity | None:
         hit = self._routes.get((tenant_id, endpoint))
@@ -31,10 +37,15 @@ class RouteCache:
             return None
         return hit[1]
 
-    def put(self, tenant_id: str, endpoint: str, identity: ModelIdentity) -> None:
-        self._routes[(tenant_id, endpoint)] = (self._clock() + self._ttl, identity)
+    def generation(self, tenant_id: str) -> int:
+        return self._generations.get(tenant_id, 0)
+
+    def put(self, tenant_id: str, endpoint: str, identity: ModelIdentity, generation: int) -> None:
+        if generation == self.generation(tenant_id):
+            self._routes[(tenant_id, endpoint)] = (self._clock() + self._ttl, identity)
 
     def invalidate_tenant(self, tenant_id: str) -> None:
+        self._generations[tenant_id] = self.generation(tenant_id) + 1
         for key in [key for key in self._routes if key[0] == tenant_id]:
             del self._routes[key]
 

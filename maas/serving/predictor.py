@@ -86,12 +86,16 @@ class PredictionService:
             return identity_of(version.id, model.name, version.version)
 
     async def _route(self, tenant_id: str, endpoint: str) -> ModelIdentity:
+        # Keyed by the tenant's route generation: a request made after an endpoint change never joins
+        # (or caches the answer of) a lookup that started before it.
+        generation = self.routes.generation(tenant_id)
+
         async def resolve() -> ModelIdentity:
             identity = await run_in_threadpool(self._resolve_route, tenant_id, endpoint)
-            self.routes.put(tenant_id, endpoint, identity)
+            self.routes.put(tenant_id, endpoint, identity, generation)
             return identity
 
-        return await self._route_lookups.run((tenant_id, endpoint), resolve)
+        return await self._route_lookups.run((tenant_id, endpoint, generation), resolve)
 
     async def _load(self, identity: ModelIdentity) -> LoadedModel:
         model = await run_in_threadpool(self._read_model, identity)

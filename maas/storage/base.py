@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -42,6 +43,9 @@ class CorruptArtifact(MaasError):
 class ArtifactStore(ABC):
     """Immutable blobs addressed by SHA-256. Writing the same bytes twice stores them once."""
 
+    # A class-level lock, not per instance: several store objects may open the same directory.
+    _collection_lock = threading.Lock()
+
     def put(self, data: bytes) -> str:
         """Store ``data`` and return its digest; the blob is complete before this returns.
 
@@ -49,10 +53,11 @@ class ArtifactStore(ABC):
         within the idle period is never collected, so a row about to name it is safe (see
         :meth:`delete_if_idle`)."""
         digest = sha256_hex(data)
-        if self._exists(digest):
-            self._touch(digest)
-        else:
-            self._write(digest, data)
+        with self._collection_lock:
+            # Touch-or-write and the collector's check-then-delete never interleave in this process; a
+            # blob deleted by another process just before the touch is simply written again.
+            if not self._touch(digest):
+                self._write(digest, data)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -76,13 +81,13 @@ class ArtifactStore(ABC):
 
         The caller has checked that no committed row names the blob. One being written right now (an
         upload of the same bytes, its row not yet committed) has just been touched, so it survives."""
-        modified = self._modified(check_digest(digest))
-        if modified is None:
-            return False
-        if (now if now is not None else time.time()) - modified < idle_seconds:
-            return False
-        self._delete(digest)
-        return True
+        check_digest(digest)
+        with self._collection_lock:
+            modified = self._modified(digest)
+            if modified is None or (now if now is not None else time.time()) - modified < idle_seconds:
+                return False
+            self._delete(digest)
+            return True
 
     def digests(self) -> Iterator[str]:
         """Every stored blob's digest (for garbage collection)."""
@@ -102,8 +107,8 @@ class ArtifactStore(ABC):
     def _delete(self, digest: str) -> None: ...
 
     @abstractmethod
-    def _touch(self, digest: str) -> None:
-        """Mark the blob as just used (its modification time becomes now)."""
+    def _touch(self, digest: str) -> bool:
+        """Mark the blob as just used (its modification time becomes now); False if there is no blob."""
 
     @abstractmethod
     def _modified(self, digest: str) -> float | None:

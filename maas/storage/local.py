@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -47,9 +46,12 @@ class LocalArtifactStore(ArtifactStore):
     def _delete(self, digest: str) -> None:
         self._path(digest).unlink(missing_ok=True)
 
-    def _touch(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+    def _touch(self, digest: str) -> bool:
+        try:
             os.utime(self._path(digest))
+        except FileNotFoundError:
+            return False
+        return True
 
     def _modified(self, digest: str) -> float | None:
         try:

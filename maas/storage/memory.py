@@ -17,9 +17,11 @@ class InMemoryArtifactStore(ArtifactStore):
         self._blobs[digest] = bytes(data)
         self._modified_at[digest] = time.time()
 
-    def _touch(self, digest: str) -> None:
-        if digest in self._blobs:
-            self._modified_at[digest] = time.time()
+    def _touch(self, digest: str) -> bool:
+        if digest not in self._blobs:
+            return False
+        self._modified_at[digest] = time.time()
+        return True
 
     def _modified(self, digest: str) -> float | None:
         return self._modified_at.get(digest) if digest in self._blobs else None

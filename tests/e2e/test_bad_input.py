@@ -587,3 +587,16 @@ def test_concurrent_uploads_under_one_name_all_become_versions(fresh: httpx.Clie
     assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses if r.status_code != 201]
     assert sorted(r.json()["version"] for r in responses) == list(range(1, 9))
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+def test_a_model_name_claimed_by_an_active_job_of_another_task_is_409(owner: dict[str, Any]) -> None:
+    client = owner["client"]
+    body = {"dataset_id": owner["dataset"]["id"], "model_name": "contested"}
+    first = client.post("/api/v1/jobs", json=body | {"target": "label", "hyperparameters": {"epochs": 500}})
+    assert first.status_code == 201, first.text
+    try:
+        second = client.post("/api/v1/jobs", json=body | {"target": "num"})
+        assert second.status_code == 409, second.text
+        assert first.json()["id"] in second.json()["detail"]
+    finally:
+        client.post(f"/api/v1/jobs/{first.json()['id']}/cancel")

@@ -131,6 +131,17 @@ def test_a_tenant_with_many_queued_jobs_does_not_starve_another(factory: session
     assert order == [busy_jobs[0], quiet_job, *busy_jobs[1:]]
 
 
+def test_a_backlog_of_hundreds_does_not_hide_another_tenants_job(factory: sessionmaker[Session]) -> None:
+    busy, quiet = _tenant(factory, "backlog"), _tenant(factory, "late")
+    with session_scope(factory) as session:
+        session.add_all(
+            Job(id=f"job_b{n:04d}", tenant_id=busy, family="tabular-mlp", spec={}, state="queued") for n in range(600)
+        )
+    quiet_job = _job(factory, quiet)
+    order = [_claim_and_finish(factory, f"lease_{n}") for n in range(2)]
+    assert quiet_job in order
+
+
 def test_a_job_that_keeps_dying_fails_after_max_attempts(factory: sessionmaker[Session]) -> None:
     tenant_id = _tenant(factory, "dying")
     job_id = _job(factory, tenant_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated
 
@@ -15,7 +17,7 @@ from maas.data import service as datasets
 from maas.db.tables import Dataset
 from maas.errors import Conflict, InvalidInput, PayloadTooLarge
 
-_VERSION_ATTEMPTS = 5
+_VERSION_ATTEMPTS = 10
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
 
 
@@ -65,11 +67,17 @@ def upload_dataset(
                 version = datasets.add_version(session, tenant_id=caller.tenant_id, name=dataset_name, upload=upload)
                 fields = DatasetVersionOut.model_validate(version).model_dump()
                 fields |= {"id": version.dataset_id, "version_id": version.id, "name": version.dataset.name}
+            # Committed: no collector deletes the blob from now on. One in another process may have taken
+            # it just before (an old copy of the same bytes, idle and unnamed until this commit): put it back.
+            if not state.store.exists(upload.digest):
+                state.store.put(content)
             return DatasetUploaded(**fields)
         except Conflict:
-            # Another upload under the same name took this version number first: take the next one.
+            # Another upload under the same name took this version number first: take the next one, after
+            # a short random pause so that a crowd of uploads spreads out instead of colliding again.
             if attempt == _VERSION_ATTEMPTS:
                 raise
+            time.sleep(random.uniform(0.005, 0.02) * attempt)  # noqa: S311 - jitter, not a secret
             attempt += 1
 
 
