@@ -109,9 +109,7 @@ def claim_next(session: Session, *, owner: str, lease_seconds: float) -> Job | N
 
 
 def _aware(moment: datetime) -> datetime:
-    """Aggregates bypass the column type, so SQLite hands back a naive UTC datetime (or a string)."""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
+    """UTC-aware, whatever the driver gives back for an aggregate of the column."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
