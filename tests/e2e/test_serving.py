@@ -123,14 +123,18 @@ def test_regression_endpoint_answers_numbers(two_versions: dict[str, Any]) -> No
     assert "probabilities" not in answer or answer["probabilities"] is None
 
 
-def test_usage_meters_predictions_and_training_seconds(server: LiveServer) -> None:
-    tenant = new_tenant(server, "metered")
-    client = server.client(tenant["key"])
-    frame = breast_cancer_frame().head(120)
-    dataset = client.upload_dataset_bytes(csv_bytes(frame), "small.csv", name="small")
+def _deploy_small_model(client: Client, endpoint: str, rows: int) -> list[dict[str, Any]]:
+    """Train a quick model on 100 breast-cancer rows behind ``endpoint``; returns ``rows`` rows to send."""
+    frame = breast_cancer_frame().head(100)
+    dataset = client.upload_dataset_bytes(csv_bytes(frame), f"{endpoint}.csv", name=endpoint)
     job = client.wait_for_job(client.train(dataset["id"], "target", hyperparameters=QUICK)["id"], timeout=300)
-    client.create_endpoint("metered", job["result"]["model"])
-    rows = frame.drop(columns="target").head(7).to_dict(orient="records")
+    client.create_endpoint(endpoint, job["result"]["model"])
+    return [{str(k): v for k, v in row.items()} for row in frame.drop(columns="target").head(rows).to_dict("records")]
+
+
+def test_usage_meters_predictions_and_training_seconds(server: LiveServer) -> None:
+    client = server.client(new_tenant(server, "metered")["key"])
+    rows = _deploy_small_model(client, "metered", rows=7)
     for _ in range(3):
         client.predict("metered", rows)
     totals = client.usage()["totals"]
@@ -181,11 +185,7 @@ def test_metered_usage_survives_a_graceful_restart(tmp_path: Path) -> None:
     try:
         key = new_tenant(server, "billed")["key"]
         client = server.client(key)
-        frame = breast_cancer_frame().head(100)
-        dataset = client.upload_dataset_bytes(csv_bytes(frame), "billed.csv", name="billed")
-        job = client.wait_for_job(client.train(dataset["id"], "target", hyperparameters=QUICK)["id"], timeout=300)
-        client.create_endpoint("billed", job["result"]["model"])
-        rows = frame.drop(columns="target").head(4).to_dict(orient="records")
+        rows = _deploy_small_model(client, "billed", rows=4)
         for _ in range(5):
             client.predict("billed", rows)
     finally:
