@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Response, status
-from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from maas.api.auth import Developer, State, TenantCaller
@@ -84,11 +84,12 @@ def delete_endpoint(name: str, state: State, caller: Developer) -> Response:
 
 
 @router.post("/{name}/predict", response_model=PredictResponse)
-async def predict(name: str, body: PredictRequest, state: State, caller: TenantCaller) -> JSONResponse:
+async def predict(name: str, body: PredictRequest, state: State, caller: TenantCaller) -> Response:
     """Predict: class labels (with probabilities) or values, and the model version that answered."""
     assert caller.tenant_id is not None
     with state.metrics.predict_latency.time():
         result = await state.predictor.predict(caller.tenant_id, name, body.instances)
     state.metrics.predictions.labels(caller.tenant_id, name).inc(len(body.instances))
-    # Returned as-is: the response model documents the shape without a second validation pass.
-    return JSONResponse(result)
+    # Returned as-is (the response model documents the shape without a second validation pass), and
+    # serialised with orjson: several times faster than the standard library on the hot path.
+    return Response(orjson.dumps(result), media_type="application/json")
