@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     job_heartbeat_seconds: float = Field(default=2.0, gt=0)
     dispatcher_poll_seconds: float = Field(default=0.5, gt=0)
     max_concurrent_jobs: int = Field(default=1, gt=0, description="Worker subprocesses run at once.")
+    max_active_jobs_per_tenant: int = Field(
+        default=20, gt=0, description="Queued plus running jobs one tenant may have; more are refused with 429."
+    )
     max_job_attempts: int = Field(default=5, gt=0, description="A job that dies this often is failed for good.")
     auth_cache_ttl_seconds: float = Field(default=2.0, ge=0, description="Key/route cache TTL; bounds revocation lag.")
     batch_max_size: int = Field(default=64, gt=0, description="Adaptive batcher: most requests merged.")

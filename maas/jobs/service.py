@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from maas.data import service as datasets
 from maas.db.tables import Job, JobEvent
 from maas.db.tenancy import get_owned, scoped
-from maas.errors import Conflict, InvalidInput
+from maas.errors import Conflict, InvalidInput, QuotaExceeded
 from maas.ids import new_id
 from maas.jobs.queue import append_event, transition
 from maas.jobs.states import JobState
@@ -56,7 +56,16 @@ def _default_model_name(dataset_name: str, target: str) -> str:
     return (cleaned or "model")[:100]
 
 
-def submit_training_job(session: Session, *, tenant_id: str, request: TrainRequest) -> Job:
+def submit_training_job(
+    session: Session, *, tenant_id: str, request: TrainRequest, max_active_jobs: int | None = None
+) -> Job:
+    """Validate and queue a job. ``max_active_jobs`` caps the tenant's queued and running jobs (429 beyond)."""
+    active = _active_jobs(session, tenant_id)
+    if max_active_jobs is not None and len(active) >= max_active_jobs:
+        raise QuotaExceeded(
+            f"{len(active)} of your jobs are queued or running; the limit is {max_active_jobs} "
+            "(MAAS_MAX_ACTIVE_JOBS_PER_TENANT): wait for one to finish, or cancel one"
+        )
     if request.family not in FAMILIES:
         raise _field_error("family", f"unknown family '{request.family}'; known: {sorted(FAMILIES)}")
     version = datasets.resolve_version(session, tenant_id, request.dataset_id, request.dataset_version)
@@ -82,7 +91,7 @@ def submit_training_job(session: Session, *, tenant_id: str, request: TrainReque
     if not _MODEL_NAME.match(model_name):
         raise _field_error("model_name", "1-100 characters: letters, digits, '-', '_' or '.', starting alphanumeric")
     registry.check_can_add_version(session, tenant_id=tenant_id, name=model_name, family=request.family, task=task)
-    _check_active_jobs_agree(session, tenant_id=tenant_id, model_name=model_name, family=request.family, task=task)
+    _check_active_jobs_agree(active, model_name=model_name, family=request.family, task=task)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
@@ -105,11 +114,14 @@ def submit_training_job(session: Session, *, tenant_id: str, request: TrainReque
     return job
 
 
-def _check_active_jobs_agree(session: Session, *, tenant_id: str, model_name: str, family: str, task: str) -> None:
+def _active_jobs(session: Session, tenant_id: str) -> list[Job]:
+    """The tenant's queued and running jobs."""
+    states = [JobState.QUEUED.value, JobState.RUNNING.value]
+    return list(session.scalars(scoped(Job, tenant_id).where(Job.state.in_(states))))
+
+
+def _check_active_jobs_agree(active: list[Job], *, model_name: str, family: str, task: str) -> None:
     """A queued or running job that will register ``model_name`` as another family or task wins the name."""
-    active = session.scalars(
-        scoped(Job, tenant_id).where(Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
-    )
     for job in active:
         if job.spec.get("model_name") == model_name and (job.family, job.spec.get("task")) != (family, task):
             raise Conflict(

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sklearn.datasets import load_diabetes
 
-from maas.client import Client
+from maas.client import Client, MaasAPIError
 from tests.harness import LiveServer, breast_cancer_frame, csv_bytes, new_tenant
 
 QUICK = {"epochs": 5}
@@ -206,3 +206,24 @@ def test_openapi_documents_bearer_auth_and_problem_errors(server: LiveServer) ->
         schema = predict["responses"][status]["content"]["application/problem+json"]["schema"]
         assert {"title", "status", "detail", "errors"} <= set(schema["properties"])
     assert "/docs" not in spec["paths"] and httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_a_tenant_cannot_queue_more_jobs_than_its_limit(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "home", env={"MAAS_MAX_ACTIVE_JOBS_PER_TENANT": "2"}).start()
+    try:
+        clients = [server.client(new_tenant(server, name)["key"]) for name in ("greedy", "patient")]
+        datasets = [c.upload_dataset_bytes(csv_bytes(breast_cancer_frame()), "d.csv", name="d") for c in clients]
+        greedy, patient = clients
+        slow = {"epochs": 1000, "early_stopping_patience": 0}
+        queued = [greedy.train(datasets[0]["id"], "target", hyperparameters=slow) for _ in range(2)]
+        with pytest.raises(MaasAPIError) as refused:
+            greedy.train(datasets[0]["id"], "target", hyperparameters=slow)
+        assert refused.value.status == 429 and "MAAS_MAX_ACTIVE_JOBS_PER_TENANT" in refused.value.problem["detail"]
+        # Another tenant is not affected, and a cancelled job frees a place.
+        patient.cancel_job(patient.train(datasets[1]["id"], "target", hyperparameters=slow)["id"])
+        greedy.cancel_job(queued[0]["id"])
+        greedy.wait_for_job(queued[0]["id"], timeout=60)
+        greedy.cancel_job(greedy.train(datasets[0]["id"], "target", hyperparameters=slow)["id"])
+        greedy.cancel_job(queued[1]["id"])
+    finally:
+        server.stop()

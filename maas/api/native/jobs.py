@@ -38,7 +38,13 @@ def submit_job(body: JobCreate, state: State, caller: Developer) -> JobOut:
         model_name=body.model_name,
     )
     with state.session() as session:
-        return JobOut.model_validate(jobs.submit_training_job(session, tenant_id=caller.tenant_id, request=request))
+        job = jobs.submit_training_job(
+            session,
+            tenant_id=caller.tenant_id,
+            request=request,
+            max_active_jobs=state.settings.max_active_jobs_per_tenant,
+        )
+        return JobOut.model_validate(job)
 
 
 @router.get("", response_model=list[JobOut])
