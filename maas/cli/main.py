@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from maas.client import Client, MaasAPIError
 
@@ -160,11 +161,26 @@ def _epoch_line(payload: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _column_roles(pairs: list[str]) -> dict[str, str] | None:
+    roles: dict[str, str] = {}
+    for pair in pairs:
+        role, sep, column = pair.partition("=")
+        if not sep or not role or not column:
+            raise typer.BadParameter(f"--column takes ROLE=COLUMN (e.g. text=review), got {pair!r}")
+        roles[role] = column
+    return roles or None
+
+
 @app.command()
 def train(
     dataset_id: str,
-    target: Annotated[str, typer.Option(help="Column to predict")],
-    family: Annotated[str, typer.Option(help="Model family")] = "tabular-mlp",
+    target: Annotated[str | None, typer.Option(help="Column to predict (image datasets: label)")] = None,
+    family: Annotated[str, typer.Option(help="Model family (see `maas families`)")] = "tabular-mlp",
+    column: Annotated[
+        list[str] | None,
+        typer.Option(help="ROLE=COLUMN, repeatable: text=review, user=uid, item=movie, rating=stars"),
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Override the inferred task")] = None,
     model_name: Annotated[str | None, typer.Option(help="Registry name")] = None,
     params: Annotated[str, typer.Option("--params", help="Hyperparameters as JSON, e.g. '{\"epochs\": 50}'")] = "{}",
     wait: Annotated[bool, typer.Option(help="Follow the job's events until it ends")] = False,
@@ -176,9 +192,18 @@ def train(
         hyperparameters = json.loads(params)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--params is not valid JSON: {exc}") from None
+    columns = _column_roles(column or [])
 
     def call(client: Client) -> Any:
-        job = client.train(dataset_id, target, family=family, hyperparameters=hyperparameters, model_name=model_name)
+        job = client.train(
+            dataset_id,
+            target,
+            family=family,
+            hyperparameters=hyperparameters,
+            model_name=model_name,
+            columns=columns,
+            task=task,
+        )
         if not wait:
             return job
         for event in client.stream_job_events(job["id"]):
@@ -196,10 +221,55 @@ def train(
     _run(url, key, call)
 
 
+def _bounds(schema: dict[str, Any]) -> str:
+    marks = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    parts = [f"{mark} {schema[name]}" for name, mark in marks.items() if name in schema]
+    choices = schema.get("enum") or [option.get("const") for option in schema.get("anyOf", []) if "const" in option]
+    if choices:
+        parts.append(" | ".join(map(str, choices)))
+    for option in schema.get("anyOf", []):
+        if option.get("type") not in (None, "null") or "enum" in option:
+            parts.append(_bounds(option) or str(option.get("type", "")))
+    return ", ".join(part for part in parts if part)
+
+
+def _print_family(family: dict[str, Any]) -> None:
+    schema = family.get("hyperparameters", {})
+    table = Table(
+        title=f"{family['name']}: {family.get('description', '')}",
+        caption=f"data: {family.get('data', '?')}  tasks: {', '.join(family.get('tasks', []))}",
+        title_justify="left",
+    )
+    for header in ("hyperparameter", "default", "bounds / choices", "description"):
+        table.add_column(header, overflow="fold")
+    for name, field in schema.get("properties", {}).items():
+        resolved = schema.get("$defs", {}).get(field.get("$ref", "").rsplit("/", 1)[-1], field)
+        table.add_row(
+            name,
+            json.dumps(field.get("default")),
+            _bounds(resolved) or str(resolved.get("type", "")),
+            field.get("description", ""),
+        )
+    console.print(table)
+
+
 @app.command()
-def families(url: Url = DEFAULT_URL, key: Key = "") -> None:
-    """Model families and their hyperparameters."""
-    _run(url, key, lambda c: c.families())
+def families(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON schemas")] = False,
+    url: Url = DEFAULT_URL,
+    key: Key = "",
+) -> None:
+    """Model families, their tasks and hyperparameters with defaults and bounds."""
+
+    def call(client: Client) -> Any:
+        listed = client.families()
+        if as_json:
+            return listed
+        for family in listed:
+            _print_family(family)
+        return None
+
+    _run(url, key, call)
 
 
 @jobs_app.command("list")
@@ -281,11 +351,16 @@ def endpoints_delete(name: str, url: Url = DEFAULT_URL, key: Key = "") -> None:
 @app.command()
 def predict(
     endpoint: str,
-    instances: Annotated[str, typer.Argument(help="JSON list of objects, or @file.json")],
+    instances: Annotated[str, typer.Argument(help="JSON list of instances, or @file.json")],
+    parameters: Annotated[str, typer.Option("--parameters", help="Family options as JSON, e.g. '{\"k\": 5}'")] = "{}",
     url: Url = DEFAULT_URL,
     key: Key = "",
 ) -> None:
     """Get predictions from an endpoint."""
+    try:
+        options = json.loads(parameters)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--parameters is not valid JSON: {exc}") from None
     try:
         text = Path(instances[1:]).read_text(encoding="utf-8") if instances.startswith("@") else instances
         rows = json.loads(text)
@@ -293,7 +368,7 @@ def predict(
         raise typer.BadParameter(f"cannot read {instances[1:]}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(f"instances are not valid JSON: {exc}") from None
-    _run(url, key, lambda c: c.predict(endpoint, rows if isinstance(rows, list) else [rows]))
+    _run(url, key, lambda c: c.predict(endpoint, rows if isinstance(rows, list) else [rows], parameters=options))
 
 
 @app.command()

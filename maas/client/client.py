@@ -102,20 +102,24 @@ class Client:
     def train(
         self,
         dataset_id: str,
-        target: str,
+        target: str | None = None,
         *,
         family: str = "tabular-mlp",
         hyperparameters: dict[str, Any] | None = None,
         model_name: str | None = None,
         task: str | None = None,
         dataset_version: int | None = None,
+        columns: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"dataset_id": dataset_id, "target": target, "family": family}
+        """Queue a training job; ``columns`` maps a family's roles to columns, e.g. ``{"text": "review"}``."""
+        body: dict[str, Any] = {"dataset_id": dataset_id, "family": family}
         optional = {
+            "target": target,
             "hyperparameters": hyperparameters,
             "model_name": model_name,
             "task": task,
             "dataset_version": dataset_version,
+            "columns": columns,
         }
         body |= {k: v for k, v in optional.items() if v is not None}
         return dict(self._call("POST", "/api/v1/jobs", json=body))
@@ -222,8 +226,12 @@ class Client:
     def delete_endpoint(self, name: str) -> None:
         self._call("DELETE", f"/api/v1/endpoints/{name}")
 
-    def predict(self, endpoint: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
-        return dict(self._call("POST", f"/api/v1/endpoints/{endpoint}/predict", json={"instances": instances}))
+    def predict(
+        self, endpoint: str, instances: list[Any], *, parameters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Predictions for ``instances`` (objects, strings, images or questions, by the model's family)."""
+        body: dict[str, Any] = {"instances": instances} | ({"parameters": parameters} if parameters else {})
+        return dict(self._call("POST", f"/api/v1/endpoints/{endpoint}/predict", json=body))
 
     def usage(self) -> dict[str, Any]:
         return dict(self._call("GET", "/api/v1/usage"))

@@ -18,7 +18,7 @@ from maas.ids import new_id
 from maas.jobs.queue import append_event, transition
 from maas.jobs.states import JobState
 from maas.models import FAMILIES
-from maas.models.tabular_mlp import infer_task
+from maas.models.base import DatasetInfo, PlanRequest
 from maas.registry import service as registry
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -28,11 +28,12 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 class TrainRequest:
     dataset_id: str
     family: str
-    target: str
+    target: str | None = None
     dataset_version: int | None = None
     task: str | None = None
     hyperparameters: dict[str, Any] | None = None
     model_name: str | None = None
+    columns: dict[str, str] | None = None  # role -> column, e.g. {"text": "review"}; the family says which
 
 
 def _field_error(field: str, message: str) -> InvalidInput:
@@ -51,8 +52,8 @@ def _validated_hyperparameters(family: str, raw: dict[str, Any]) -> dict[str, An
         raise InvalidInput(f"invalid hyperparameters: {named}", errors=errors) from None
 
 
-def _default_model_name(dataset_name: str, target: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{dataset_name}-{target}").strip("-._")
+def _default_model_name(dataset_name: str, suffix: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{dataset_name}-{suffix}").strip("-._")
     return (cleaned or "model")[:100]
 
 
@@ -69,25 +70,18 @@ def submit_training_job(
     if request.family not in FAMILIES:
         raise _field_error("family", f"unknown family '{request.family}'; known: {sorted(FAMILIES)}")
     version = datasets.resolve_version(session, tenant_id, request.dataset_id, request.dataset_version)
-    columns = {column["name"]: column for column in version.columns}
-    if request.target not in columns:
-        raise _field_error("target", f"column '{request.target}' is not in the dataset; columns: {sorted(columns)}")
-    target_profile = columns[request.target]
-    task = request.task or infer_task(target_profile)
-    if task not in ("classification", "regression"):
-        raise _field_error("task", "must be 'classification' or 'regression'")
-    classes = int(target_profile.get("unique", 0))
-    if task == "classification" and classes < 2:
-        found = "no values (every row is empty)" if classes == 0 else "a single class"
-        raise _field_error("target", f"column '{request.target}' has {found}; classification needs two or more classes")
-    if task == "regression" and target_profile.get("type") != "numeric":
-        raise _field_error(
-            "task", f"regression needs a numeric target; '{request.target}' is {target_profile.get('type')}"
-        )
-    if len(columns) < 2:
-        raise _field_error("dataset_id", "the dataset has no feature columns besides the target")
+    family = FAMILIES[request.family]
+    dataset = DatasetInfo(
+        name=version.dataset.name,
+        kind=version.dataset.kind,
+        format=version.format,
+        row_count=version.row_count,
+        columns=list(version.columns),
+    )
+    plan = family.plan(dataset, PlanRequest(target=request.target, task=request.task, columns=request.columns or {}))
+    task = plan.task
     hyperparameters = _validated_hyperparameters(request.family, request.hyperparameters or {})
-    model_name = request.model_name or _default_model_name(version.dataset.name, request.target)
+    model_name = request.model_name or _default_model_name(version.dataset.name, plan.target or request.family)
     if not _MODEL_NAME.match(model_name):
         raise _field_error("model_name", "1-100 characters: letters, digits, '-', '_' or '.', starting alphanumeric")
     registry.check_can_add_version(session, tenant_id=tenant_id, name=model_name, family=request.family, task=task)
@@ -101,11 +95,13 @@ def submit_training_job(
             "dataset_id": version.dataset_id,
             "dataset_version": version.version,
             "dataset_version_id": version.id,
-            "target": request.target,
+            "target": plan.target,
             "task": task,
+            "roles": plan.roles,
+            "plan": plan.extra,
             "hyperparameters": hyperparameters,
             "model_name": model_name,
-            "column_types": {name: column["type"] for name, column in columns.items()},
+            "column_types": {column["name"]: column["type"] for column in version.columns},
         },
     )
     session.add(job)

@@ -14,27 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from maas.config import Settings
-from maas.data.service import load_version_frame
 from maas.db.engine import session_scope
 from maas.db.tables import DatasetVersion, UsageEvent
 from maas.errors import Conflict, MaasError, NotFound, Unavailable
 from maas.jobs.queue import LeaseLost, append_event, owned_job, transition
 from maas.jobs.states import JobState
-from maas.models.tabular_mlp import TabularMLPHyperparameters
 from maas.registry.service import NewVersion, register_version
 from maas.storage import ArtifactStore, CorruptArtifact, open_store
-from maas.training.tabular import (
-    EpochReport,
-    TabularTrainSpec,
-    TrainedTabularModel,
-    TrainingCancelled,
-    train_tabular,
-)
+from maas.training.registry import load_trainer
+from maas.training.results import EpochReport, TrainedModel, TrainingData
+from maas.training.trainer import TrainingCancelled
 
 log = logging.getLogger("maas.training_run")
 _REGISTER_ATTEMPTS = 3
@@ -61,11 +54,11 @@ def run_job(
     loaded = attempt.load()
     if loaded is None:
         return 0
-    spec, tenant_id, frame = loaded
+    spec, tenant_id, data = loaded
     checkpoint_dir = settings.work_dir / "jobs" / job_id / "checkpoint"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    trained = attempt.train(frame, spec, checkpoint_dir, cancel_requested)
+    trained = attempt.train(data, spec, checkpoint_dir, cancel_requested)
     if trained is None:
         return 0
     if attempt.register(spec, tenant_id, trained, compute_seconds=time.monotonic() - started):
@@ -82,7 +75,7 @@ class _Attempt:
     job_id: str
     owner: str
 
-    def load(self) -> tuple[dict[str, Any], str, pd.DataFrame] | None:
+    def load(self) -> tuple[dict[str, Any], str, TrainingData] | None:
         """The job's spec, tenant and training data; None when the job failed because they are gone."""
         with session_scope(self.factory) as session:
             job = owned_job(session, job_id=self.job_id, owner=self.owner)
@@ -91,15 +84,16 @@ class _Attempt:
             try:
                 if version is None:
                     raise NotFound("dataset version", spec["dataset_version_id"])
-                return spec, tenant_id, load_version_frame(self.store, version)
+                content = self.store.get(version.digest)  # checks the digest: damaged bytes never train
+                return spec, tenant_id, TrainingData(kind=version.dataset.kind, format=version.format, content=content)
             except (NotFound, CorruptArtifact) as exc:  # gone or damaged: no retry brings it back
                 job.error = f"the data this job trains on cannot be read: {exc.detail}"
                 transition(session, job, JobState.FAILED, reason=job.error)
                 return None
 
     def train(
-        self, frame: pd.DataFrame, spec: dict[str, Any], checkpoint_dir: Path, cancel_requested: Callable[[], bool]
-    ) -> TrainedTabularModel | None:
+        self, data: TrainingData, spec: dict[str, Any], checkpoint_dir: Path, cancel_requested: Callable[[], bool]
+    ) -> TrainedModel | None:
         """The trained model; None when the job ended (cancelled, or failed with its reason)."""
 
         def on_epoch(report: EpochReport) -> None:
@@ -108,14 +102,10 @@ class _Attempt:
                 job.progress = report.progress
                 append_event(session, self.job_id, "epoch", _epoch_event(report))
 
-        train_spec = TabularTrainSpec(
-            target=spec["target"],
-            task=spec["task"],
-            hyperparameters=TabularMLPHyperparameters.model_validate(spec["hyperparameters"]),
-            column_types=spec["column_types"],
-        )
+        with session_scope(self.factory) as session:
+            family = owned_job(session, job_id=self.job_id, owner=self.owner).family
         try:
-            return train_tabular(frame, train_spec, checkpoint_dir, on_epoch, cancel_requested)
+            return load_trainer(family)(data, spec, checkpoint_dir, on_epoch, cancel_requested)
         except TrainingCancelled:
             self.finish(JobState.CANCELLED, reason="cancelled by the user")
         except LeaseLost:
@@ -134,11 +124,9 @@ class _Attempt:
             self.finish(JobState.FAILED, reason=f"training failed: {type(exc).__name__}: {exc}")
         return None
 
-    def register(
-        self, spec: dict[str, Any], tenant_id: str, trained: TrainedTabularModel, *, compute_seconds: float
-    ) -> bool:
+    def register(self, spec: dict[str, Any], tenant_id: str, trained: TrainedModel, *, compute_seconds: float) -> bool:
         """Store the artifact and register the version; False when the job failed instead."""
-        digest = self.store.put(trained.onnx_bytes)
+        digest = self.store.put(trained.artifact)
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
                 self._register_once(spec, tenant_id, digest, trained, compute_seconds)
@@ -150,12 +138,12 @@ class _Attempt:
                     return False
                 continue
             if not self.store.exists(digest):  # committed; restore the blob if a collector took an old copy
-                self.store.put(trained.onnx_bytes)
+                self.store.put(trained.artifact)
             return True
         return False
 
     def _register_once(
-        self, spec: dict[str, Any], tenant_id: str, digest: str, trained: TrainedTabularModel, compute_seconds: float
+        self, spec: dict[str, Any], tenant_id: str, digest: str, trained: TrainedModel, compute_seconds: float
     ) -> None:
         """Register the model version, meter the compute and finish the job, in one transaction."""
         with session_scope(self.factory) as session:
@@ -168,6 +156,7 @@ class _Attempt:
                     family=job.family,
                     task=trained.task,
                     artifact_digest=digest,
+                    artifact_format=trained.artifact_format,
                     preprocessing=trained.preprocessing,
                     signature=trained.signature,
                     metrics=trained.metrics,

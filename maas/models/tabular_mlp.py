@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from maas.errors import InvalidInput
-from maas.models.base import TaskKind
+from maas.models.base import DatasetInfo, JobPlan, PlanRequest, TaskKind
 
 FAMILY_NAME = "tabular-mlp"
 CLASSIFICATION_LOSSES = ("binary_cross_entropy", "categorical_cross_entropy")
@@ -116,16 +116,50 @@ def infer_task(column_profile: dict[str, Any]) -> TaskKind:
     return "regression"
 
 
+def _field_error(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", errors=[{"loc": ["body", field], "msg": message}])
+
+
+def plan(dataset: DatasetInfo, request: PlanRequest) -> JobPlan:
+    """Check that ``request.target`` is a usable column of a table and settle the task."""
+    if dataset.kind != "tabular":
+        raise _field_error("family", f"{FAMILY_NAME} trains on tables; dataset '{dataset.name}' is {dataset.kind}")
+    names = sorted(column["name"] for column in dataset.columns)
+    if request.target is None:
+        raise _field_error("target", f"name the column to predict; columns: {names}")
+    target_profile = dataset.column(request.target)
+    if target_profile is None:
+        raise _field_error("target", f"column '{request.target}' is not in the dataset; columns: {names}")
+    task = request.task or infer_task(target_profile)
+    if task not in ("classification", "regression"):
+        raise _field_error("task", "must be 'classification' or 'regression'")
+    classes = int(target_profile.get("unique", 0))
+    if task == "classification" and classes < 2:
+        found = "no values (every row is empty)" if classes == 0 else "a single class"
+        raise _field_error("target", f"column '{request.target}' has {found}; classification needs two or more classes")
+    if task == "regression" and target_profile.get("type") != "numeric":
+        raise _field_error(
+            "task", f"regression needs a numeric target; '{request.target}' is {target_profile.get('type')}"
+        )
+    if len(dataset.columns) < 2:
+        raise _field_error("dataset_id", "the dataset has no feature columns besides the target")
+    return JobPlan(task=task, target=request.target)
+
+
 @dataclass(frozen=True)
 class TabularMLPFamily:
     """The family's entry in :data:`maas.models.FAMILIES`."""
 
     name: str = FAMILY_NAME
     task_kinds: tuple[str, ...] = ("classification", "regression")
+    data_kinds: tuple[str, ...] = ("tabular",)
     hyperparameters: type[TabularMLPHyperparameters] = TabularMLPHyperparameters
 
     def parse_hyperparameters(self, raw: dict[str, Any] | None) -> TabularMLPHyperparameters:
         return parse_hyperparameters(raw)
+
+    def plan(self, dataset: DatasetInfo, request: PlanRequest) -> JobPlan:
+        return plan(dataset, request)
 
     def describe(self) -> dict[str, Any]:
         return describe()

@@ -23,6 +23,7 @@ class NewVersion:
     family: str
     task: str
     artifact_digest: str
+    artifact_format: str
     preprocessing: dict[str, Any]
     signature: dict[str, Any]
     metrics: dict[str, Any]
@@ -56,6 +57,7 @@ def register_version(session: Session, *, tenant_id: str, new: NewVersion) -> Mo
         tenant_id=tenant_id,
         version=(latest or 0) + 1,
         artifact_digest=new.artifact_digest,
+        artifact_format=new.artifact_format,
         preprocessing=new.preprocessing,
         signature=new.signature,
         metrics=new.metrics,

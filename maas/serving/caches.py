@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from maas.serving.batcher import AdaptiveBatcher
-from maas.serving.runtime import ModelIdentity, TabularOnnxModel
+from maas.serving.servable import ModelIdentity, ServableModel
 
 
 class RouteCache:
@@ -50,22 +50,28 @@ class RouteCache:
             del self._routes[key]
 
 
+Batcher = AdaptiveBatcher[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
 @dataclass
 class LoadedModel:
-    model: TabularOnnxModel
-    batcher: AdaptiveBatcher[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+    model: ServableModel
+    batcher: Batcher | None  # None for a model that is not batchable: it runs in the caller
 
 
-# Up to this many rows in one batch, the ONNX call (tens of microseconds for a tabular MLP) runs on the
-# event loop: cheaper than a hop to the batcher's thread and back.
-INLINE_MAX_ROWS = 64
+def inline_rule(model: ServableModel) -> Callable[[list[np.ndarray[Any, Any]]], bool]:
+    """Up to ``model.inline_max_rows`` rows (default 0), a batch runs on the event loop: for a tabular MLP
+    (tens of microseconds) that is cheaper than a hop to the batcher's thread and back. Heavier models
+    (convolutions, recurrent encoders) leave it at 0 so the event loop never waits on them."""
+    limit = int(getattr(model, "inline_max_rows", 0))
+
+    def runs_inline(items: list[np.ndarray[Any, Any]]) -> bool:
+        return sum(len(item) for item in items) <= limit
+
+    return runs_inline
 
 
-def runs_inline(items: list[np.ndarray[Any, Any]]) -> bool:
-    return sum(len(item) for item in items) <= INLINE_MAX_ROWS
-
-
-def make_batch_runner(model: TabularOnnxModel) -> Callable[[list[np.ndarray[Any, Any]]], list[np.ndarray[Any, Any]]]:
+def make_batch_runner(model: ServableModel) -> Callable[[list[np.ndarray[Any, Any]]], list[np.ndarray[Any, Any]]]:
     """Merge the requests of a batch into one ONNX call and split the output back per request."""
 
     def run_batch(items: list[np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
@@ -97,21 +103,21 @@ class ModelCache:
             self._models.move_to_end(model_version_id)
         return loaded
 
-    def add(self, model: TabularOnnxModel) -> tuple[LoadedModel, list[LoadedModel]]:
+    def add(self, model: ServableModel) -> tuple[LoadedModel, list[LoadedModel]]:
         """Insert a freshly loaded model; returns it and the models evicted to make room."""
         existing = self._models.get(model.identity.model_version_id)
         if existing is not None:
             return existing, []
-        loaded = LoadedModel(
-            model=model,
-            batcher=AdaptiveBatcher(
+        batcher: Batcher | None = None
+        if model.batchable:
+            batcher = AdaptiveBatcher(
                 make_batch_runner(model),
                 max_batch_size=self._max_batch_size,
                 max_wait_s=self._max_wait_s,
-                run_inline=runs_inline,
+                run_inline=inline_rule(model),
                 name=f"{model.identity.model_name}/{model.identity.version}",
-            ),
-        )
+            )
+        loaded = LoadedModel(model=model, batcher=batcher)
         self._models[model.identity.model_version_id] = loaded
         evicted = []
         while len(self._models) > self._capacity:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +20,8 @@ from maas.db.tables import Model, ModelVersion
 from maas.errors import InvalidInput, PayloadTooLarge
 from maas.serving.caches import LoadedModel, ModelCache, RouteCache, identity_of
 from maas.serving.endpoints import resolve_endpoint
-from maas.serving.runtime import ModelIdentity, TabularOnnxModel
+from maas.serving.loaders import load_servable
+from maas.serving.servable import ModelIdentity, ServableModel
 from maas.singleflight import SingleFlight
 from maas.storage import ArtifactStore
 
@@ -47,16 +49,20 @@ class PredictionService:
         self._route_lookups: SingleFlight[ModelIdentity] = SingleFlight()
         self._loads: SingleFlight[LoadedModel] = SingleFlight()
 
-    async def predict(self, tenant_id: str, endpoint: str, instances: Any) -> dict[str, Any]:
+    async def predict(
+        self, tenant_id: str, endpoint: str, instances: Any, parameters: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         self._check_batch(instances)
+        parameters = parameters or {}
         identity = self.routes.get(tenant_id, endpoint) or await self._route(tenant_id, endpoint)
         loaded = self.models.get(identity.model_version_id) or await self._loads.run(
             identity.model_version_id, lambda: self._load(identity)
         )
-        features = loaded.model.encode(instances)
-        output = await loaded.batcher.submit(features)
-        result = loaded.model.decode(output)
+        model = loaded.model
+        features = model.encode(instances, parameters)
+        output = await loaded.batcher.submit(features) if loaded.batcher is not None else model.run(features)
+        result = model.decode(output, parameters)
         self._usage.add(tenant_id, "predictions", len(instances), endpoint)
         return {
             "endpoint": endpoint,
@@ -69,7 +75,7 @@ class PredictionService:
     def _check_batch(self, instances: Any) -> None:
         if not isinstance(instances, list) or not instances:
             raise InvalidInput(
-                "'instances' must be a non-empty list of objects (column -> value)",
+                "'instances' must be a non-empty list (one entry per thing to predict)",
                 errors=[{"loc": ["body", "instances"], "msg": "empty or not a list"}],
             )
         if len(instances) > self._max_instances:
@@ -101,19 +107,24 @@ class PredictionService:
         model = await run_in_threadpool(self._read_model, identity)
         loaded, evicted = self.models.add(model)
         for old in evicted:
-            asyncio.get_running_loop().create_task(old.batcher.close())
+            if old.batcher is not None:
+                asyncio.get_running_loop().create_task(old.batcher.close())
         return loaded
 
-    def _read_model(self, identity: ModelIdentity) -> TabularOnnxModel:
+    def _read_model(self, identity: ModelIdentity) -> ServableModel:
         with session_scope(self._factory) as session:
             row = session.get(ModelVersion, identity.model_version_id)
             assert row is not None
-            preprocessing, signature, digest = row.preprocessing, row.signature, row.artifact_digest
-        return TabularOnnxModel(identity, self._store.get(digest), preprocessing, signature)
+            model = session.get(Model, row.model_id)
+            assert model is not None
+            family, digest = model.family, row.artifact_digest
+            preprocessing, signature = row.preprocessing, row.signature
+        return load_servable(family, identity, self._store.get(digest), preprocessing, signature)
 
     def invalidate_routes(self, tenant_id: str) -> None:
         self.routes.invalidate_tenant(tenant_id)
 
     async def close(self) -> None:
         for loaded in self.models.clear():
-            await loaded.batcher.close()
+            if loaded.batcher is not None:
+                await loaded.batcher.close()

@@ -1,6 +1,6 @@
 """Training: the generic trainer, checkpoints, metrics, ONNX export and per-family entry points.
 
 Everything here may import torch, so this package is imported by worker processes only; the entry point
-for tabular models is :func:`maas.training.tabular.train_tabular`. Nothing is re-exported here so that
+of each family is named in :mod:`maas.training.registry`. Nothing is re-exported here so that
 importing a torch-free module (``maas.training.metrics``) stays cheap.
 """

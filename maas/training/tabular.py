@@ -25,6 +25,7 @@ from maas.models.tabular_mlp import TabularMLPHyperparameters, infer_task
 from maas.models.tabular_mlp_net import build_network
 from maas.training import metrics
 from maas.training.onnx_export import export_onnx, output_name, serving_module, verify_onnx
+from maas.training.results import EpochReport, TrainedModel, TrainingData
 from maas.training.splits import Split, split_indices
 from maas.training.trainer import EpochStats, LossFn, Trainer, TrainerConfig, TrainingCancelled, fingerprint
 
@@ -33,6 +34,7 @@ __all__ = [
     "TabularTrainSpec",
     "TrainedTabularModel",
     "TrainingCancelled",
+    "train_job",
     "train_tabular",
 ]
 
@@ -46,19 +48,6 @@ class TabularTrainSpec:
     task: Task | None
     hyperparameters: TabularMLPHyperparameters
     column_types: dict[str, str]  # from the dataset profile; columns left out get a type from their dtype
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float | None
-    train_metrics: dict[str, float]
-    val_metrics: dict[str, float]
-    progress: float
-    eta_seconds: float
-    elapsed_seconds: float
 
 
 @dataclass(frozen=True)
@@ -303,4 +292,31 @@ def train_tabular(
         hyperparameters={**hp.model_dump(mode="json"), "loss": loss_name},
         task=target.task,
         epochs_run=fit.epochs_run,
+    )
+
+
+def train_job(
+    data: TrainingData,
+    spec: dict[str, Any],
+    checkpoint_dir: Path,
+    on_epoch: Callable[[EpochReport], None],
+    should_stop: Callable[[], bool],
+) -> TrainedModel:
+    """The job entry point (:data:`maas.training.registry.TRAINERS`)."""
+    train_spec = TabularTrainSpec(
+        target=spec["target"],
+        task=spec["task"],
+        hyperparameters=TabularMLPHyperparameters.model_validate(spec["hyperparameters"]),
+        column_types=spec["column_types"],
+    )
+    trained = train_tabular(data.frame(), train_spec, checkpoint_dir, on_epoch, should_stop)
+    return TrainedModel(
+        artifact=trained.onnx_bytes,
+        artifact_format="onnx",
+        preprocessing=trained.preprocessing,
+        signature=trained.signature,
+        metrics=trained.metrics,
+        hyperparameters=trained.hyperparameters,
+        task=trained.task,
+        epochs_run=trained.epochs_run,
     )

@@ -23,6 +23,8 @@ from maas.errors import InvalidInput
 from maas.training.checkpoints import TrainerState, load_checkpoint, save_checkpoint
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Applied to each training batch's features (augmentation); the generator is seeded per epoch.
+BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class TrainingCancelled(Exception):
@@ -86,10 +88,13 @@ def fingerprint(*parts: Any) -> str:
 class Trainer:
     """``fit`` trains ``model`` in place and leaves it holding the best (or last) weights, in eval mode."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, config: TrainerConfig) -> None:
+    def __init__(
+        self, model: nn.Module, loss_fn: LossFn, config: TrainerConfig, *, transform: BatchTransform | None = None
+    ) -> None:
         self.model = model
         self.loss_fn = loss_fn
         self.config = config
+        self.transform = transform
         self.optimizer = build_optimizer(model.parameters(), config)
         self._penalised = [p for p in model.parameters() if p.dim() > 1]
 
@@ -216,7 +221,10 @@ class Trainer:
             if step and step % self.config.stop_check_every == 0 and should_stop():
                 raise TrainingCancelled(f"cancelled during epoch {epoch + 1}")
             index = order[start : start + self.config.batch_size]
-            batch_out = self.model(features[index])
+            batch = features[index]
+            if self.transform is not None:
+                batch = self.transform(batch, generator)
+            batch_out = self.model(batch)
             loss = self._loss(batch_out, targets[index])
             self.optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(loss)

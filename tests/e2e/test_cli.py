@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.harness import LiveServer, breast_cancer_frame, csv_bytes, free_port
@@ -61,7 +62,7 @@ class CliRun:
 def maas(server: LiveServer, key: str, *args: str, program: list[str] | None = None) -> CliRun:
     """Run one ``maas`` command the way the README does: URL and key come from the environment."""
     env = {name: value for name, value in os.environ.items() if name not in {"FORCE_COLOR", "TTY_COMPATIBLE"}}
-    env |= {"MAAS_URL": server.url, "MAAS_API_KEY": key, "NO_COLOR": "1"}
+    env |= {"MAAS_URL": server.url, "MAAS_API_KEY": key, "NO_COLOR": "1", "COLUMNS": "200"}
     command = program or [sys.executable, "-m", "maas.cli.main"]
     done = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
     return CliRun(tuple(args), done.returncode, done.stdout, done.stderr)
@@ -230,17 +231,31 @@ def test_alias_and_switch_move_the_endpoint(server: LiveServer, lifecycle: dict[
 
 
 def test_families_lists_tabular_mlp_and_its_hyperparameters(server: LiveServer, lifecycle: dict[str, Any]) -> None:
-    families = {f["name"]: f for f in maas(server, lifecycle["developer_key"], "families").assert_ok().json()}
+    listed = maas(server, lifecycle["developer_key"], "families", "--json").assert_ok().json()
+    families = {f["name"]: f for f in listed}
     assert "tabular-mlp" in families
     assert {"classification", "regression"} <= set(families["tabular-mlp"]["tasks"])
     assert {"epochs", "hidden_layers", "learning_rate"} <= set(families["tabular-mlp"]["hyperparameters"]["properties"])
+
+
+def test_families_table_shows_each_family_with_defaults_and_bounds(
+    server: LiveServer, lifecycle: dict[str, Any]
+) -> None:
+    shown = maas(server, lifecycle["developer_key"], "families").assert_ok().stdout
+    for family in httpx.get(
+        f"{server.url}/api/v1/families", headers={"Authorization": f"Bearer {lifecycle['developer_key']}"}
+    ).json():
+        assert family["name"] in shown
+    # learning_rate of tabular-mlp: default 0.001, bounds > 0.0 and <= 10.0
+    line = next(line for line in shown.splitlines() if "learning_rate" in line)
+    assert "0.001" in line and "> 0.0" in line and "<= 10.0" in line
 
 
 def test_installed_maas_console_script_works(server: LiveServer, lifecycle: dict[str, Any]) -> None:
     script = shutil.which("maas", path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip("the `maas` console script is not installed next to this interpreter")
-    families = maas(server, lifecycle["developer_key"], "families", program=[script]).assert_ok().json()
+    families = maas(server, lifecycle["developer_key"], "families", "--json", program=[script]).assert_ok().json()
     assert "tabular-mlp" in [f["name"] for f in families]
 
 

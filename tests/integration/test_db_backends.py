@@ -161,6 +161,7 @@ def _new_version(name: str) -> NewVersion:
         family="tabular-mlp",
         task="classification",
         artifact_digest="0" * 64,
+        artifact_format="onnx",
         preprocessing={},
         signature={},
         metrics={"accuracy": 0.9},

@@ -88,7 +88,7 @@ async def predict(name: str, body: PredictRequest, state: State, caller: TenantC
     """Predict: class labels (with probabilities) or values, and the model version that answered."""
     assert caller.tenant_id is not None
     with state.metrics.predict_latency.time():
-        result = await state.predictor.predict(caller.tenant_id, name, body.instances)
+        result = await state.predictor.predict(caller.tenant_id, name, body.instances, body.parameters)
     state.metrics.predictions.labels(caller.tenant_id, name).inc(len(body.instances))
     # Returned as-is (the response model documents the shape without a second validation pass), and
     # serialised with orjson: several times faster than the standard library on the hot path.

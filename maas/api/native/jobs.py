@@ -36,6 +36,7 @@ def submit_job(body: JobCreate, state: State, caller: Developer) -> JobOut:
         task=body.task,
         hyperparameters=body.hyperparameters,
         model_name=body.model_name,
+        columns=body.columns,
     )
     with state.session() as session:
         job = jobs.submit_training_job(

@@ -106,9 +106,18 @@ class JobCreate(BaseModel):
         default=None, ge=1, le=MAX_VERSION, description="Defaults to the newest version"
     )
     family: str = Field(default="tabular-mlp", examples=["tabular-mlp"])
-    target: str = Field(description="The column to predict")
-    task: Literal["classification", "regression"] | None = Field(
-        default=None, description="Inferred from the target when absent"
+    target: str | None = Field(
+        default=None, description="The column to predict (image datasets: 'label'; see GET /api/v1/families)"
+    )
+    columns: dict[str, str] | None = Field(
+        default=None,
+        description="Role -> column for families that need more than a target, e.g. {'text': 'review'} or "
+        "{'user': 'uid', 'item': 'movie', 'rating': 'stars'}; inferred from common names when absent",
+    )
+    task: str | None = Field(
+        default=None,
+        max_length=40,
+        description="classification or regression (tabular), rating or ranking (recommender); inferred when absent",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="See GET /api/v1/families")
     model_name: str | None = Field(default=None, description="Registry name; defaults to '<dataset>-<target>'")
@@ -203,12 +212,22 @@ class EndpointOut(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    instances: list[dict[str, Any]] = Field(
-        description="One object per row: feature column -> value", examples=[[{"age": 42, "plan": "pro"}]]
+    instances: list[Any] = Field(
+        description=(
+            "One entry per prediction, in the shape the model's family takes (its signature says): an object "
+            "of feature column -> value (tabular-mlp), a string (text-classifier), a base64 image or a pixel "
+            "array (image-cnn), a {user, item} question (recommender-mf)"
+        ),
+        examples=[[{"age": 42, "plan": "pro"}]],
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the family, e.g. {'top_k': 3} or {'k': 10}"
     )
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")  # families add fields (top_k, cold_start, ...)
+
     endpoint: str
     model: str
     version: int
