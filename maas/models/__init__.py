@@ -7,8 +7,9 @@ training code imports.
 from __future__ import annotations
 
 from maas.models.base import ModelFamily, TaskKind
+from maas.models.image_cnn import IMAGE_CNN
 from maas.models.tabular_mlp import TABULAR_MLP
 
-FAMILIES: dict[str, ModelFamily] = {TABULAR_MLP.name: TABULAR_MLP}
+FAMILIES: dict[str, ModelFamily] = {TABULAR_MLP.name: TABULAR_MLP, IMAGE_CNN.name: IMAGE_CNN}
 
 __all__ = ["FAMILIES", "ModelFamily", "TaskKind"]
