@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from maas.models.base import ModelFamily, TaskKind
 from maas.models.image_cnn import IMAGE_CNN
+from maas.models.recommender_mf import RECOMMENDER_MF
 from maas.models.tabular_mlp import TABULAR_MLP
 
-FAMILIES: dict[str, ModelFamily] = {TABULAR_MLP.name: TABULAR_MLP, IMAGE_CNN.name: IMAGE_CNN}
+FAMILIES: dict[str, ModelFamily] = {
+    TABULAR_MLP.name: TABULAR_MLP,
+    IMAGE_CNN.name: IMAGE_CNN,
+    RECOMMENDER_MF.name: RECOMMENDER_MF,
+}
 
 __all__ = ["FAMILIES", "ModelFamily", "TaskKind"]

@@ -1,0 +1,109 @@
+"""The numpy runtime of ``recommender-mf``: the three questions, cold start, unknown items, 422s."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from maas.errors import InvalidInput
+from maas.serving.loaders import load_servable
+from maas.serving.recommender_runtime import RecommenderModel
+from maas.serving.servable import ModelIdentity
+from maas.training.recommender_mf import train_job
+from tests.unit.test_recommender_training import csv_data, ratings_frame, spec
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return ratings_frame()
+
+
+@pytest.fixture(scope="module")
+def model(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> RecommenderModel:
+    trained = train_job(csv_data(frame), spec("rating"), tmp_path_factory.mktemp("ckpt"), lambda r: None, lambda: False)
+    identity = ModelIdentity(model_version_id="mv_test", model_name="recs", version=1)
+    servable = load_servable("recommender-mf", identity, trained.artifact, trained.preprocessing, trained.signature)
+    assert isinstance(servable, RecommenderModel) and servable.batchable is False
+    return servable
+
+
+def ask(model: RecommenderModel, instances: list[Any], **parameters: Any) -> list[dict[str, Any]]:
+    answer = model.decode(model.run(model.encode(instances, parameters)), parameters)
+    predictions: list[dict[str, Any]] = answer["predictions"]
+    return predictions
+
+
+def test_predicted_rating_is_in_range_and_ids_match_as_int_or_str(model: RecommenderModel) -> None:
+    by_int, by_str = ask(model, [{"user": "u3", "item": 105}, {"user": "u3", "item": "105"}])
+    assert by_int == by_str
+    assert by_int["user"] == "u3" and by_int["item"] == 105  # ids come back as the table had them
+    assert 1.0 <= by_int["rating"] <= 5.0 and "cold_start" not in by_int
+
+
+def test_top_k_leaves_out_what_the_user_rated_best_first(model: RecommenderModel, frame: pd.DataFrame) -> None:
+    (answer,) = ask(model, [{"user": "u7"}], k=5)
+    rated = set(frame.loc[frame["user"] == "u7", "item"])
+    items = [entry["item"] for entry in answer["items"]]
+    assert len(items) == 5 and not set(items) & rated and answer["cold_start"] is False
+    scores = [entry["score"] for entry in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+    (three,) = ask(model, [{"user": "u7", "k": 3}], k=5)  # the instance's k wins
+    assert [entry["item"] for entry in three["items"]] == items[:3]
+    (everything,) = ask(model, [{"user": "u7", "k": 40}])  # fewer left than asked: all the unrated ones
+    assert len(everything["items"]) == 40 - len(rated)
+
+
+def test_similar_items_by_cosine_exclude_the_item_itself(model: RecommenderModel) -> None:
+    (answer,) = ask(model, [{"item": 110}])
+    similar = answer["similar"]
+    assert answer["item"] == 110 and len(similar) == 10
+    assert 110 not in [entry["item"] for entry in similar]
+    values = [entry["similarity"] for entry in similar]
+    assert values == sorted(values, reverse=True) and all(-1.0 <= v <= 1.0 + 1e-9 for v in values)
+
+
+def test_unknown_user_gets_popular_items_and_unknown_item_an_error_entry(
+    model: RecommenderModel, frame: pd.DataFrame
+) -> None:
+    answers = ask(model, [{"user": "stranger"}, {"item": 9999}, {"user": "u1", "item": "nope"}, {"user": "u1"}])
+    cold, missing, missing_too, fine = answers
+    assert cold["cold_start"] is True and cold["user"] == "stranger"
+    top = frame["item"].value_counts().index[:3].tolist()
+    counts = frame["item"].value_counts()
+    assert [counts[entry["item"]] for entry in cold["items"][:3]] == [counts[item] for item in top]
+    assert missing["error"] == "unknown item '9999'" and missing_too["error"] == "unknown item 'nope'"
+    assert len(fine["items"]) == 10
+    (baseline,) = ask(model, [{"user": "stranger", "item": 101}])
+    assert baseline["cold_start"] is True and 1 <= baseline["rating"] <= 5
+
+
+@pytest.mark.parametrize(
+    ("instances", "parameters", "words"),
+    [
+        ([{"user": "u1"}, {}], {}, 'instances[1]: an instance needs a "user", an "item", or both'),
+        ([{"user": True}], {}, "instances[0].user: the user id must be a string or an integer, got bool"),
+        ([{"item": 1.5}], {}, "instances[0].item: the item id must be a string or an integer, got float"),
+        ([{"user": "u1"}, {"user": "u1", "k": 0}], {}, "instances[1].k: k must be an integer from 1 to 40"),
+        ([{"user": "u1", "k": 1000}], {}, "instances[0].k: k must be an integer from 1 to 40"),
+        ([{"user": "u1"}], {"k": "ten"}, "parameters.k: k must be an integer"),
+        ([{"user": "u1", "items": [1]}], {}, "instances[0].items: unknown field(s) items"),
+        (["u1"], {}, "instances[0]: each instance is an object"),
+    ],
+)
+def test_malformed_instances_are_422s_naming_the_instance(
+    model: RecommenderModel, instances: list[Any], parameters: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(InvalidInput) as error:
+        model.encode(instances, parameters)
+    assert words in error.value.detail
+
+
+def test_each_answer_takes_well_under_a_millisecond(model: RecommenderModel) -> None:
+    instances = [{"user": f"u{i % 60}"} for i in range(100)] + [{"item": 100 + i % 40} for i in range(100)]
+    queries = model.encode(instances, {})
+    started = time.perf_counter()
+    model.run(queries)
+    assert (time.perf_counter() - started) / len(instances) < 1e-3
