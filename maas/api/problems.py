@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from maas.api.openai import errors as openai_errors
 from maas.errors import (
     Conflict,
     Forbidden,
@@ -89,21 +90,27 @@ def problem(
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MaasError)
-    async def _domain(_: Request, exc: MaasError) -> JSONResponse:
+    async def _domain(request: Request, exc: MaasError) -> JSONResponse:
         status = status_for(exc)
+        if openai_errors.is_openai_path(request.url.path):
+            return openai_errors.from_domain_error(exc, status)
         if status == 401:
             # Auth failures get one generic text: no hint whether a key exists or was revoked.
             return problem(401, exc.title, "a valid API key is required: send 'Authorization: Bearer <key>'")
         return problem(status, exc.title, exc.detail, errors=exc.errors)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()]
+        if openai_errors.is_openai_path(request.url.path):
+            return openai_errors.from_validation_errors(errors)
         named = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return problem(422, "Invalid input", f"the request is invalid: {named}", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if openai_errors.is_openai_path(request.url.path):
+            return openai_errors.openai_error(exc.status_code, str(exc.detail))
         return problem(exc.status_code, "Error", str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -111,6 +118,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # The id the middleware echoes in X-Request-ID, so a user's report finds this log line.
         request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
         log.exception("unhandled error (request %s)", request_id, exc_info=exc)
+        if openai_errors.is_openai_path(request.url.path):
+            return openai_errors.openai_error(500, f"an unexpected error occurred; request id {request_id}")
         return problem(
             500, "Internal error", f"an unexpected error occurred; request id {request_id}", request_id=request_id
         )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from maas.auth.roles import TENANT_ROLES, Principal, Role
 from maas.auth.secrets import display_prefix, generate_secret, hash_secret, secrets_match
 from maas.db.tables import ApiKey, Tenant, utcnow
-from maas.db.tenancy import get_owned, scoped
+from maas.db.tenancy import PLATFORM_TENANT_ID, get_owned, scoped
 from maas.errors import Conflict, InvalidInput, NotFound
 from maas.ids import new_id
 
@@ -48,12 +48,13 @@ def create_tenant(session: Session, *, name: str) -> tuple[Tenant, IssuedKey]:
 
 
 def list_tenants(session: Session) -> list[Tenant]:
-    return list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
+    """Customer tenants; the reserved tenant that owns platform models is not one."""
+    return list(session.scalars(select(Tenant).where(Tenant.id != PLATFORM_TENANT_ID).order_by(Tenant.created_at)))
 
 
 def get_tenant(session: Session, tenant_id: str) -> Tenant:
     tenant = session.get(Tenant, tenant_id)
-    if tenant is None:
+    if tenant is None or tenant.id == PLATFORM_TENANT_ID:  # no keys for the catalog's owner: it is not a customer
         raise NotFound("tenant", tenant_id)
     return tenant
 

@@ -1,10 +1,10 @@
 """Removing artifact blobs that no row names any more (DESIGN decision 4: blobs are immutable and shared).
 
-Blobs are content-addressed, so one blob can back several dataset versions, in several tenants, and a
-model's ONNX artifact. A blob is deleted only when no committed row names it *and* it has been idle (not
-written or touched by ``ArtifactStore.put``) for ``idle_seconds``: an upload of the same bytes whose row is
-not committed yet has just touched it, so it survives. Deletes happen after the commit that dropped the
-rows, never before: a failed commit cannot leave rows pointing at nothing.
+Blobs are content-addressed, so one blob can back several dataset versions, in several tenants, a model's
+ONNX artifact, or a file of a multi-file model. A blob is deleted only when no committed row names it *and*
+it has been idle (not written or touched by ``ArtifactStore.put``) for ``idle_seconds``: an upload of the
+same bytes whose row is not committed yet has just touched it, so it survives. Deletes happen after the
+commit that dropped the rows, never before: a failed commit cannot leave rows pointing at nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from maas.db.engine import session_scope
-from maas.db.tables import DatasetVersion, ModelVersion
+from maas.db.tables import DatasetVersion, ModelFile, ModelVersion
 from maas.storage import ArtifactStore
 
 _QUERY_CHUNK = 500
@@ -31,6 +31,7 @@ def referenced(session: Session, digests: Iterable[str]) -> set[str]:
         found.update(
             session.scalars(select(ModelVersion.artifact_digest).where(ModelVersion.artifact_digest.in_(chunk)))
         )
+        found.update(session.scalars(select(ModelFile.digest).where(ModelFile.digest.in_(chunk))))
     return found
 
 

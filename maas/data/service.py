@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from maas.data.formats import MAX_COLUMNS, load_frame, read_table
+from maas.data.images import inspect_image_upload, preview_images
 from maas.data.profile import json_safe, profile_columns
 from maas.db.tables import Dataset, DatasetVersion
 from maas.db.tenancy import get_owned
@@ -31,11 +32,18 @@ MAX_PREVIEW_ROWS = 1000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", re.ASCII)
 
 
+# Unpacking limits for archives when the caller gives none (the API passes the operator's settings).
+DEFAULT_MAX_ARCHIVE_MEMBERS = 100_000
+DEFAULT_MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
+IMAGE_FORMATS = ("image-zip", "npz", "image-parquet")
+
+
 @dataclass(frozen=True)
 class CheckedUpload:
     """An upload that parsed and profiled cleanly, its blob stored: what a new version row records."""
 
     filename: str
+    kind: str  # "tabular" (tables, also text and interactions) or "images"
     format: str
     digest: str
     size_bytes: int
@@ -44,20 +52,37 @@ class CheckedUpload:
 
 
 def check_upload(
-    store: ArtifactStore, *, filename: str, content: bytes, max_bytes: int, max_columns: int = MAX_COLUMNS
+    store: ArtifactStore,
+    *,
+    filename: str,
+    content: bytes,
+    max_bytes: int,
+    max_columns: int = MAX_COLUMNS,
+    max_archive_members: int = DEFAULT_MAX_ARCHIVE_MEMBERS,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
 ) -> CheckedUpload:
-    """Validate, parse and profile an upload, then store its blob (complete before any row names it)."""
+    """Validate, parse and profile an upload, then store its blob (complete before any row names it).
+
+    Archives (a zip of class folders, NPZ) and Parquet files with an image column are image datasets;
+    everything else is parsed as a table (CSV, JSONL, Parquet)."""
     if len(content) > max_bytes:
         detail = f"the file is {len(content)} bytes; the limit is {max_bytes} bytes"
         raise PayloadTooLarge(detail, errors=[{"loc": ["body", "file"], "msg": detail, "limit": max_bytes}])
-    frame, table_format = read_table(content, filename, max_columns=max_columns)
-    columns = profile_columns(frame)
+    images = inspect_image_upload(
+        content, filename, max_members=max_archive_members, max_unpacked_bytes=max_unpacked_bytes
+    )
+    if images is not None:
+        kind, data_format, row_count, columns = "images", images.format, images.row_count, images.columns
+    else:
+        frame, data_format = read_table(content, filename, max_columns=max_columns)
+        kind, row_count, columns = "tabular", len(frame), profile_columns(frame)
     return CheckedUpload(
         filename=display_filename(filename),
-        format=table_format,
+        kind=kind,
+        format=data_format,
         digest=store.put(content),
         size_bytes=len(content),
-        row_count=len(frame),
+        row_count=row_count,
         columns=columns,
     )
 
@@ -70,10 +95,16 @@ def add_version(session: Session, *, tenant_id: str, name: str, upload: CheckedU
     check_name(name)
     dataset = session.scalars(select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)).one_or_none()
     if dataset is None:
-        dataset = Dataset(id=new_id("ds"), tenant_id=tenant_id, name=name, kind="tabular")
+        dataset = Dataset(id=new_id("ds"), tenant_id=tenant_id, name=name, kind=upload.kind)
         session.add(dataset)
         number = 1
     else:
+        if dataset.kind != upload.kind:
+            detail = (
+                f"dataset '{name}' holds {dataset.kind} data and this upload is {upload.kind}: a version cannot "
+                "change the kind of data; upload it under another name"
+            )
+            raise InvalidInput(detail, errors=[{"loc": ["body", "file"], "msg": detail}])
         number = _max_version(session, dataset.id) + 1
     version = DatasetVersion(
         id=new_id("dsv"),
@@ -163,6 +194,9 @@ def preview(
         detail = f"rows must be between 0 and {MAX_PREVIEW_ROWS}"
         raise InvalidInput(detail, errors=[{"loc": ["query", "rows"], "msg": detail}])
     row = resolve_version(session, tenant_id, dataset_id, version)
+    if row.format in IMAGE_FORMATS:
+        columns, described = preview_images(store.get(row.digest), row.format, rows)
+        return {"dataset_id": row.dataset_id, "version": row.version, "columns": columns, "rows": described}
     head = load_version_frame(store, row).head(rows)
     return {
         "dataset_id": row.dataset_id,

@@ -140,6 +140,8 @@ class Model(Base):
     name: Mapped[str] = mapped_column(String(200))
     family: Mapped[str] = mapped_column(String(40))
     task: Mapped[str] = mapped_column(String(40))
+    # "private": the owning tenant's only; "platform": published by the admin to every tenant (read-only).
+    visibility: Mapped[str] = mapped_column(String(20), default="private")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -158,6 +160,16 @@ class ModelVersion(Base):
     hyperparameters: Mapped[JsonDict] = mapped_column(JSON)
     lineage: Mapped[JsonDict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelFile(Base):
+    """One named file of a multi-file model version (an HF-style directory), stored as a blob."""
+
+    __tablename__ = "model_files"
+    model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 class ModelAlias(Base):

@@ -12,6 +12,10 @@ from maas.errors import NotFound
 RowT = TypeVar("RowT")
 
 
+# The reserved tenant that owns platform models (maas.registry.catalog); never listed as a customer tenant.
+PLATFORM_TENANT_ID = "tn_platform"
+
+
 def scoped(model: type[RowT], tenant_id: str) -> Select[RowT]:
     """A SELECT over ``model`` restricted to one tenant's rows."""
     return select(model).where(model.tenant_id == tenant_id)  # type: ignore[attr-defined]

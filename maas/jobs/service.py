@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from maas.data import service as datasets
 from maas.db.tables import Job, JobEvent
 from maas.db.tenancy import get_owned, scoped
-from maas.errors import Conflict, InvalidInput, QuotaExceeded
+from maas.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from maas.ids import new_id
 from maas.jobs.queue import append_event, transition
 from maas.jobs.states import JobState
 from maas.models import FAMILIES
 from maas.models.base import DatasetInfo, PlanRequest
+from maas.registry import catalog
 from maas.registry import service as registry
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -86,6 +87,7 @@ def submit_training_job(
         raise _field_error("model_name", "1-100 characters: letters, digits, '-', '_' or '.', starting alphanumeric")
     registry.check_can_add_version(session, tenant_id=tenant_id, name=model_name, family=request.family, task=task)
     _check_active_jobs_agree(active, model_name=model_name, family=request.family, task=task)
+    base_model = _base_model(session, tenant_id, plan.extra.get("base_model"))
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
@@ -102,12 +104,35 @@ def submit_training_job(
             "hyperparameters": hyperparameters,
             "model_name": model_name,
             "column_types": {column["name"]: column["type"] for column in version.columns},
+            **base_model,
         },
     )
     session.add(job)
     session.flush()
     append_event(session, job.id, "state", {"state": JobState.QUEUED.value})
     return job
+
+
+def _base_model(session: Session, tenant_id: str, name: Any) -> dict[str, Any]:
+    """For a fine-tune: the base model the tenant may use (its own or a platform model), pinned to a version."""
+    if name is None:
+        return {}
+    try:
+        base = catalog.resolve_model_for_tenant(session, tenant_id, str(name))
+    except NotFound:
+        raise _field_error(
+            "hyperparameters.base_model", f"no model named '{name}' in your tenant or the platform catalog"
+        ) from None
+    return {
+        "base_model": {
+            "name": base.model_name,
+            "version": base.version,
+            "model_version_id": base.model_version_id,
+            "family": base.family,
+            "artifact_digest": base.artifact_digest,
+        },
+        "base_model_files": base.files,
+    }
 
 
 def _active_jobs(session: Session, tenant_id: str) -> list[Job]:

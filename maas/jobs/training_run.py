@@ -23,7 +23,8 @@ from maas.db.tables import DatasetVersion, UsageEvent
 from maas.errors import Conflict, MaasError, NotFound, Unavailable
 from maas.jobs.queue import LeaseLost, append_event, owned_job, transition
 from maas.jobs.states import JobState
-from maas.registry.service import NewVersion, register_version
+from maas.registry.catalog import store_files
+from maas.registry.service import NewVersion, StoredFile, register_version
 from maas.storage import ArtifactStore, CorruptArtifact, open_store
 from maas.training.registry import load_trainer
 from maas.training.results import EpochReport, TrainedModel, TrainingData
@@ -85,7 +86,10 @@ class _Attempt:
                 if version is None:
                     raise NotFound("dataset version", spec["dataset_version_id"])
                 content = self.store.get(version.digest)  # checks the digest: damaged bytes never train
-                return spec, tenant_id, TrainingData(kind=version.dataset.kind, format=version.format, content=content)
+                data = TrainingData(
+                    kind=version.dataset.kind, format=version.format, content=content, fetch=self.store.get
+                )
+                return spec, tenant_id, data
             except (NotFound, CorruptArtifact) as exc:  # gone or damaged: no retry brings it back
                 job.error = f"the data this job trains on cannot be read: {exc.detail}"
                 transition(session, job, JobState.FAILED, reason=job.error)
@@ -127,9 +131,10 @@ class _Attempt:
     def register(self, spec: dict[str, Any], tenant_id: str, trained: TrainedModel, *, compute_seconds: float) -> bool:
         """Store the artifact and register the version; False when the job failed instead."""
         digest = self.store.put(trained.artifact)
+        files = store_files(self.store, trained.files)
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
-                self._register_once(spec, tenant_id, digest, trained, compute_seconds)
+                self._register_once(spec, tenant_id, digest, files, trained, compute_seconds)
             except Conflict as exc:
                 # Another job took the same version number (retry), or the name now belongs to a model of
                 # another task (fails every time, and then the job does, with that reason).
@@ -137,13 +142,23 @@ class _Attempt:
                     self.finish(JobState.FAILED, reason=exc.detail)
                     return False
                 continue
-            if not self.store.exists(digest):  # committed; restore the blob if a collector took an old copy
+            # Committed: restore any blob a collector took (an old, idle, unnamed copy of the same bytes).
+            if not self.store.exists(digest):
                 self.store.put(trained.artifact)
+            for name, stored in files.items():
+                if not self.store.exists(stored.digest):
+                    self.store.put(trained.files[name])
             return True
         return False
 
     def _register_once(
-        self, spec: dict[str, Any], tenant_id: str, digest: str, trained: TrainedModel, compute_seconds: float
+        self,
+        spec: dict[str, Any],
+        tenant_id: str,
+        digest: str,
+        files: dict[str, StoredFile],
+        trained: TrainedModel,
+        compute_seconds: float,
     ) -> None:
         """Register the model version, meter the compute and finish the job, in one transaction."""
         with session_scope(self.factory) as session:
@@ -157,6 +172,7 @@ class _Attempt:
                     task=trained.task,
                     artifact_digest=digest,
                     artifact_format=trained.artifact_format,
+                    files=files,
                     preprocessing=trained.preprocessing,
                     signature=trained.signature,
                     metrics=trained.metrics,

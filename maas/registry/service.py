@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from maas.db.tables import Model, ModelAlias, ModelVersion, utcnow
+from maas.db.tables import Model, ModelAlias, ModelFile, ModelVersion, utcnow
 from maas.db.tenancy import get_owned, scoped
 from maas.errors import Conflict, InvalidInput, NotFound
 from maas.ids import new_id
 
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A named file of a model version, already in the artifact store."""
+
+    digest: str
+    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class NewVersion:
     metrics: dict[str, Any]
     hyperparameters: dict[str, Any]
     lineage: dict[str, Any]
+    # Multi-file models (an HF-style directory: config.json, tokenizer.json, model.safetensors, ...).
+    files: dict[str, StoredFile] = field(default_factory=dict)
 
 
 def check_can_add_version(session: Session, *, tenant_id: str, name: str, family: str, task: str) -> Model | None:
@@ -66,7 +76,18 @@ def register_version(session: Session, *, tenant_id: str, new: NewVersion) -> Mo
     )
     session.add(version)
     session.flush()
+    for name, stored in sorted(new.files.items()):
+        session.add(
+            ModelFile(model_version_id=version.id, name=name, digest=stored.digest, size_bytes=stored.size_bytes)
+        )
+    session.flush()
     return version
+
+
+def version_files(session: Session, model_version_id: str) -> dict[str, str]:
+    """Name -> digest of a version's files (empty for a single-artifact model)."""
+    rows = session.scalars(select(ModelFile).where(ModelFile.model_version_id == model_version_id))
+    return {row.name: row.digest for row in rows}
 
 
 def list_models(session: Session, tenant_id: str) -> list[Model]:

@@ -12,6 +12,7 @@ TRAINERS: dict[str, str] = {
     "image-cnn": "maas.training.image_cnn:train_job",
     "text-classifier": "maas.training.text_classifier:train_job",
     "recommender-mf": "maas.training.recommender_mf:train_job",
+    "causal-lm": "maas.training.causal_lm:train_job",
 }
 
 

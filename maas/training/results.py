@@ -4,7 +4,9 @@ A trainer is a function ``train(data, spec, checkpoint_dir, on_epoch, should_sto
 
 - ``data`` is the dataset version's stored bytes (:class:`TrainingData`);
 - ``spec`` is the job spec written at submit time: ``target``, ``task``, ``roles`` (role -> column),
-  ``plan`` (the family's extra facts), ``hyperparameters`` (already validated), ``column_types``;
+  ``plan`` (the family's extra facts), ``hyperparameters`` (already validated), ``column_types``; when the
+  plan names a ``base_model``, also ``base_model`` ({name, version, model_version_id, family}) and
+  ``base_model_files`` (name -> digest, read with ``data.fetch``);
 - checkpoints go to ``checkpoint_dir``; a later call with the same directory resumes;
 - ``on_epoch`` receives an :class:`EpochReport` after each epoch; ``should_stop()`` True means cancel
   (raise :class:`maas.training.trainer.TrainingCancelled`);
@@ -14,7 +16,7 @@ A trainer is a function ``train(data, spec, checkpoint_dir, on_epoch, should_sto
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +32,8 @@ class TrainingData:
     kind: str  # "tabular" or "images"
     format: str
     content: bytes
+    # Reads another blob by digest (checked): a fine-tune's base model files, named in spec["base_model_files"].
+    fetch: Callable[[str], bytes] | None = None
 
     def frame(self) -> pd.DataFrame:
         """The table of a tabular dataset, as profiled at upload."""
@@ -59,6 +63,8 @@ class TrainedModel:
     hyperparameters: dict[str, Any]  # as trained, defaults resolved
     task: str
     epochs_run: int
+    # More files of the version, by name (an HF-style directory); stored as blobs beside ``artifact``.
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 Trainer = Callable[

@@ -42,7 +42,13 @@ def _default_name(filename: str) -> str:
 def upload_dataset(
     state: State,
     caller: Developer,
-    file: Annotated[UploadFile, File(description="CSV (UTF-8, header row) or Parquet")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description="A table: CSV (UTF-8, header row), JSONL or Parquet. Images: a zip of one folder per "
+            "class (PNG/JPEG), an NPZ of pixel arrays with labels, or Parquet with an image column"
+        ),
+    ],
     name: Annotated[
         str | None, Form(description="Dataset name; a re-upload under the same name adds a version")
     ] = None,
@@ -57,8 +63,16 @@ def upload_dataset(
         raise InvalidInput("the uploaded file is empty", errors=[{"loc": ["body", "file"], "msg": "empty file"}])
     dataset_name = name or _default_name(filename)
     datasets.check_name(dataset_name)  # before the work of parsing: a bad name is a cheap 422
+    settings = state.settings
+    # Parsing (unzipping and decoding images, say) takes a worker thread: this route is sync on purpose.
     upload = datasets.check_upload(
-        state.store, filename=filename, content=content, max_bytes=limit, max_columns=state.settings.max_columns
+        state.store,
+        filename=filename,
+        content=content,
+        max_bytes=limit,
+        max_columns=settings.max_columns,
+        max_archive_members=settings.max_archive_members,
+        max_unpacked_bytes=settings.max_unpacked_bytes,
     )
     attempt = 1
     while True:
