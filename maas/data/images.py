@@ -151,23 +151,18 @@ def _profile(dataset: ImageDataset, format: str) -> ImageUploadProfile:
         channel_counts[channels] += 1
     common = sizes.most_common(1)[0][0]
     height, width = (int(part) for part in common.split("x"))
-    image_column = {
-        "name": "image",
-        "type": "image",
+    image_stats: dict[str, Any] = {
         "height": height,  # the most common size: what a model converts to unless told otherwise
         "width": width,
         "channels": 3 if channel_counts[3] else 1,
         "sizes": dict(sizes.most_common(20)),
         "distinct_sizes": len(sizes),
-        "missing": 0,
     }
-    label_column = {
-        "name": "label",
-        "type": "categorical",
-        "unique": len(counts),
-        "missing": 0,
-        "counts": dict(sorted(counts.items())),
-    }
+    label_stats: dict[str, Any] = {"counts": dict(sorted(counts.items()))}
+    # the facts sit at the top level (what families read) and again under "stats" (what the API shows)
+    image_column = {"name": "image", "type": "image", "missing": 0, **image_stats, "stats": image_stats}
+    label_column = {"name": "label", "type": "categorical", "unique": len(counts), "missing": 0, **label_stats}
+    label_column["stats"] = label_stats
     return ImageUploadProfile(format=format, row_count=len(dataset), columns=[image_column, label_column])
 
 

@@ -65,7 +65,9 @@ def test_zip_of_class_folders_is_profiled_with_size_channels_and_class_counts() 
     assert profile.format == "image-zip" and profile.row_count == 6
     image, label = profile.columns
     assert (image["type"], image["height"], image["width"], image["channels"]) == ("image", 8, 8, 1)
-    assert label == {"name": "label", "type": "categorical", "unique": 2, "missing": 0, "counts": {"cat": 3, "dog": 3}}
+    assert (label["name"], label["type"], label["unique"], label["missing"]) == ("label", "categorical", 2, 0)
+    assert label["counts"] == label["stats"]["counts"] == {"cat": 3, "dog": 3}
+    assert image["stats"]["height"] == 8
 
 
 def test_colour_and_mixed_sizes_profile_the_most_common_size_and_three_channels() -> None:
