@@ -18,6 +18,7 @@ FAMILY_NAME = "image-cnn"
 TARGET = "label"
 MIN_SIDE = 4
 MAX_SIDE = 256  # larger images cost more memory and time than a CPU-trained CNN should take
+DEFAULT_MAX_SIDE = 64  # without an image_size, larger images are shrunk to this (aspect kept)
 
 
 class ConvBlock(BaseModel):
@@ -51,7 +52,7 @@ class ImageCNNHyperparameters(BaseModel):
     image_size: list[int] | None = Field(
         default=None,
         description=f"[height, width] (or one number for a square) images are converted to, {MIN_SIDE}..{MAX_SIDE}; "
-        "None: the dataset's most common size.",
+        f"None: the dataset's most common size, shrunk (aspect kept) so no side exceeds {DEFAULT_MAX_SIDE}.",
     )
     channels: Literal[1, 3] | None = Field(
         default=None, description="1 (grayscale) or 3 (RGB); None: 3 when any image has colour, else 1."
@@ -125,6 +126,12 @@ class ImageCNNHyperparameters(BaseModel):
             )
 
 
+def default_image_size(height: int, width: int) -> list[int]:
+    """The size a dataset's most common image size converts to when the user names none."""
+    scale = min(1.0, DEFAULT_MAX_SIDE / max(height, width, 1))
+    return [max(MIN_SIDE, round(height * scale)), max(MIN_SIDE, round(width * scale))]
+
+
 def parse_hyperparameters(raw: dict[str, Any] | None) -> ImageCNNHyperparameters:
     """Validate user input; an unknown or out-of-range field raises InvalidInput naming it."""
     try:
@@ -163,7 +170,7 @@ def plan(dataset: DatasetInfo, request: PlanRequest) -> JobPlan:
     if classes < 2:
         raise _field_error("dataset_id", f"dataset '{dataset.name}' has {classes} class(es); at least 2 are needed")
     extra = {
-        "image_size": [int(image.get("height", 28)), int(image.get("width", 28))],
+        "image_size": default_image_size(int(image.get("height", 28)), int(image.get("width", 28))),
         "channels": int(image.get("channels", 1)),
         "classes": classes,
     }

@@ -25,7 +25,7 @@ from torch.nn import functional
 from maas.data.images import ImageDataset, load_image_dataset, source_shape
 from maas.data.labels import LabelEncoder
 from maas.errors import InvalidInput
-from maas.models.image_cnn import TARGET, ImageCNNHyperparameters, parse_hyperparameters
+from maas.models.image_cnn import TARGET, ImageCNNHyperparameters, default_image_size, parse_hyperparameters
 from maas.models.image_cnn_net import build_network
 from maas.training import metrics
 from maas.training.onnx_export import INPUT_NAME, OPSET, PROBABILITIES, serving_module
@@ -45,10 +45,8 @@ def _image_shape(dataset: ImageDataset, hp: ImageCNNHyperparameters, plan: dict[
     elif "image_size" in plan:
         height, width = (int(side) for side in plan["image_size"])
     else:
-        height, width, _ = source_shape(dataset.sources[0], dataset.names[0])
+        height, width = default_image_size(*source_shape(dataset.sources[0], dataset.names[0])[:2])
     channels = hp.channels or int(plan.get("channels", 1))
-    # a dataset's own size may be outside the bounds a user may ask for: clamp, the conversion resizes
-    height, width = (min(max(side, 4), 256) for side in (height, width))
     hp.check_size(height, width)
     return channels, height, width
 

@@ -25,6 +25,7 @@ from maas.serving.image_runtime import ImageOnnxModel
 from maas.serving.servable import ModelIdentity
 from maas.training.image_cnn import top_k_accuracy, train_job
 from maas.training.results import EpochReport, TrainedModel, TrainingData
+from maas.training.trainer import TrainingCancelled
 
 
 def digits_zip(n: int) -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -82,6 +83,13 @@ def test_plan_settles_label_target_and_records_size() -> None:
     plan = IMAGE_CNN.plan(images_info(), PlanRequest(target=None, task=None))
     assert (plan.task, plan.target) == ("classification", "label")
     assert plan.extra == {"image_size": [8, 8], "channels": 1, "classes": 10}
+
+
+def test_plan_shrinks_large_images_by_default_keeping_the_aspect() -> None:
+    info = images_info()
+    info.columns[0].update(height=480, width=640, channels=3)
+    plan = IMAGE_CNN.plan(info, PlanRequest(target="label", task="classification"))
+    assert plan.extra["image_size"] == [48, 64] and plan.extra["channels"] == 3
 
 
 def test_plan_refuses_tables_other_targets_and_regression() -> None:
@@ -187,6 +195,17 @@ def test_runtime_bad_instances_name_what_to_fix(
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
         runtime(trained[0]).encode([instance], parameters)
+
+
+def test_cancelled_job_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    content, _, _ = digits_zip(200)
+    data = TrainingData("images", "image-zip", content)
+    spec: dict[str, Any] = {"hyperparameters": {"epochs": 4, "early_stopping_patience": 0}}
+    seen: list[int] = []
+    with pytest.raises(TrainingCancelled):
+        train_job(data, spec, tmp_path, lambda r: seen.append(r.epoch), lambda: len(seen) >= 2)
+    model = train_job(data, spec, tmp_path, lambda r: seen.append(r.epoch), lambda: False)
+    assert seen == [1, 2, 3, 4] and model.epochs_run == 4
 
 
 def test_training_refuses_tabular_data(tmp_path: Path) -> None:

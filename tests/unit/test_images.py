@@ -116,6 +116,20 @@ def test_parquet_with_png_bytes_or_nested_pixel_lists() -> None:
     assert (profile.columns[0]["height"], profile.columns[0]["width"]) == (3, 4)
 
 
+def test_parquet_png_column_converts_like_the_same_pixels_in_an_npz() -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, (6, 5, 7)).astype(np.uint8)
+    labels = ["a", "b"] * 3
+    buffer = io.BytesIO()
+    pd.DataFrame({"image": [png(p) for p in pixels], "label": labels}).to_parquet(buffer)
+    from_parquet = load_image_dataset(buffer.getvalue(), "image-parquet")
+    buffer = io.BytesIO()
+    np.savez(buffer, x=pixels, y=np.array(labels))
+    from_npz = load_image_dataset(buffer.getvalue(), "npz")
+    assert from_parquet.labels == from_npz.labels == labels
+    assert np.array_equal(from_parquet.converted(5, 7, 1), from_npz.converted(5, 7, 1))
+    assert np.array_equal(from_npz.converted(5, 7, 1)[:, 0], pixels)
+
+
 def test_tables_are_not_image_datasets() -> None:
     buffer = io.BytesIO()
     pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}).to_parquet(buffer)
