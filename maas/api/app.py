@@ -17,7 +17,9 @@ from maas import __version__
 from maas.api import health
 from maas.api.metrics import ApiMetrics
 from maas.api.middleware import BodyLimit, RequestBodyLimits, RequestIdAndMetrics
-from maas.api.native import datasets, endpoints, jobs, models, tenants
+from maas.api.native import datasets, endpoints, jobs, models, pretrained, tenants
+from maas.api.openai import embeddings as openai_embeddings
+from maas.api.openai import models as openai_models
 from maas.api.problems import install_error_handlers
 from maas.api.state import AppState
 from maas.auth.admin_key import ensure_admin_key
@@ -145,6 +147,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         # Each router carries its full prefix, so a route's template (the metrics label) is its whole path.
         app.include_router(module.router)
     app.include_router(health.router)
+    for router in (openai_models.router, openai_embeddings.router, pretrained.router):  # issue 4: pretrained models
+        app.include_router(router)
     app.add_middleware(
         RequestBodyLimits,
         request=BodyLimit(settings.max_request_bytes, "MAAS_MAX_REQUEST_BYTES"),

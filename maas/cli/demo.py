@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from sklearn.datasets import load_breast_cancer
 
@@ -53,7 +54,8 @@ def _demo_key(base_url: str, admin_key: str, key_file: Path) -> str:
     return secret
 
 
-def run_demo(base_url: str, admin_key: str, home: Path, console: Console) -> None:
+def run_demo(base_url: str, admin_key: str, home: Path, console: Console) -> str:
+    """Train and deploy the demo model (once), call it, print the curl; returns the demo tenant's key."""
     key = _demo_key(base_url, admin_key, home / "demo.key")
     content, sample = breast_cancer_csv()
     with Client(base_url, key) as client:
@@ -66,7 +68,7 @@ def run_demo(base_url: str, admin_key: str, home: Path, console: Console) -> Non
             finished = client.wait_for_job(job["id"], timeout=900)
             if finished["state"] != "succeeded":
                 console.print(f"[red]demo: training {finished['state']}: {finished.get('error')}[/]")
-                return
+                return key
             metrics = client.get_model_version(DEMO_MODEL, finished["result"]["version"])["metrics"]
             console.print(
                 f"[bold]demo:[/] model {DEMO_MODEL} v{finished['result']['version']}: test accuracy "
@@ -83,3 +85,53 @@ def run_demo(base_url: str, admin_key: str, home: Path, console: Console) -> Non
     console.print(f"Demo tenant key (saved in {home / 'demo.key'}): {key}")
     console.print("Get a prediction:")
     print(curl, flush=True)
+    return key
+
+
+# What the demo asks each platform model, and the /v1 route that answers it.
+_OPENAI_SAMPLES = {
+    "all-minilm-l6-v2": (
+        "embeddings",
+        {"model": "all-minilm-l6-v2", "input": ["A man is eating food.", "A man is eating a piece of bread."]},
+    ),
+    "smollm2-135m-instruct": (
+        "chat/completions",
+        {
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 30,
+            "temperature": 0,
+        },
+    ),
+}
+
+
+def _summary(route: str, answer: dict[str, Any]) -> str:
+    if route == "embeddings":
+        vectors = [item["embedding"] for item in answer.get("data", [])]
+        return f"{len(vectors)} vectors of {len(vectors[0]) if vectors else 0} dimensions"
+    choices = answer.get("choices") or [{}]
+    return repr(choices[0].get("message", {}).get("content", ""))
+
+
+def print_openai_samples(base_url: str, key: str, models: list[str], console: Console) -> None:
+    """For each platform model published, call it once through /v1 and print the curl that does the same."""
+    for name in models:
+        if name not in _OPENAI_SAMPLES:
+            continue
+        route, body = _OPENAI_SAMPLES[name]
+        try:
+            response = httpx.post(
+                f"{base_url}/v1/{route}", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=300
+            )
+            outcome = (
+                _summary(route, response.json()) if response.status_code == 200 else f"HTTP {response.status_code}"
+            )
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            outcome = f"failed: {exc}"
+        curl = (
+            f"curl -s {base_url}/v1/{route} -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(json.dumps(body, separators=(',', ':')))}"
+        )
+        console.print(f"[bold green]demo:[/] platform model '{name}' via /v1/{route} answered {outcome}. Try it:")
+        print(curl, flush=True)

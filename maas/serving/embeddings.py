@@ -1,0 +1,187 @@
+"""The embedding runtime: an ONNX graph (pooling and normalisation inside) and the model's own tokenizer.
+
+No torch: ONNX Runtime + ``tokenizers`` + numpy only. A model is loaded once per process per set of file
+digests, whichever tenants call it (a platform model serves everyone from one copy). Concurrent requests
+are merged by an :class:`~maas.serving.batcher.AdaptiveBatcher`: the rows of every request in a batch are
+sorted by length and run in chunks padded only to their own longest row, so a short sentence never pays
+for a long one's padding.
+
+Inputs longer than the model's window (``max_tokens``, 256 for all-MiniLM-L6-v2) are **rejected**, not
+truncated: a silently truncated text gets an embedding of only its beginning, and the caller could not tell.
+The count includes the special tokens the model adds (``[CLS]``/``[SEP]``), i.e. what the model processes
+and what usage meters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from maas.errors import InvalidInput
+from maas.registry.catalog import ResolvedModel
+from maas.serving.batcher import AdaptiveBatcher
+from maas.singleflight import SingleFlight
+from maas.storage import ArtifactStore
+
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+# Rows per ONNX call within a batch: large enough to amortise the call, small enough that one chunk's
+# padding stays local to similar lengths once rows are sorted.
+CHUNK_ROWS = 32
+TOKENIZE_INLINE_MAX = 32  # more texts than this are tokenised in a thread, off the event loop
+
+Rows = list[list[int]]
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
+
+
+class EmbeddingModel:
+    """A loaded embedding model (STYLE habit 1): load once, then tokenize → embed many times."""
+
+    def __init__(self, name: str, onnx_bytes: bytes, tokenizer_json: str, signature: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        self.name = name
+        self.dimensions = int(signature["dimensions"])
+        self.max_tokens = int(signature["max_tokens"])
+        self._output = str(signature.get("onnx_output", "embeddings"))
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        # Our own policy, whatever the file says: no silent truncation (see the module docstring), and
+        # padding is done per chunk in ``embed``.
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        padding = json.loads(tokenizer_json).get("padding") or {}
+        self.pad_id = int(padding.get("pad_id", 0))
+        self._prefix, self._suffix = self._special_frame()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        self.load_seconds = time.perf_counter() - started
+
+    def _special_frame(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a text ([CLS] … [SEP] for BERT)."""
+        probe = self.tokenizer.encode("a")
+        mask = probe.special_tokens_mask
+        first = next((i for i, special in enumerate(mask) if not special), len(mask))
+        last = max((i for i, special in enumerate(mask) if not special), default=first - 1)
+        return probe.ids[:first], probe.ids[last + 1 :]
+
+    def tokenize(self, texts: list[str]) -> Rows:
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+
+    def frame(self, ids: list[int]) -> list[int]:
+        """Token ids given by the caller, wrapped in the model's special tokens like a tokenised text."""
+        return [*self._prefix, *ids, *self._suffix]
+
+    def check_ids(self, ids: list[int], index: int) -> None:
+        bad = next((token for token in ids if not 0 <= token < self.vocab_size), None)
+        if bad is not None:
+            detail = f"input[{index}] has token id {bad}; this model's ids are 0 to {self.vocab_size - 1}"
+            raise InvalidInput(detail, errors=[{"loc": ["body", "input", index], "msg": detail}])
+
+    def _run(self, rows: Rows) -> Matrix:
+        width = max(len(row) for row in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        (output,) = self._session.run([self._output], {"input_ids": ids, "attention_mask": mask})
+        return np.asarray(output, dtype=np.float32)
+
+    def embed(self, rows: Rows) -> Matrix:
+        """One embedding per row of token ids, in order; rows are sorted by length and run in chunks."""
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        result = np.empty((len(rows), self.dimensions), dtype=np.float32)
+        for start in range(0, len(order), CHUNK_ROWS):
+            chunk = order[start : start + CHUNK_ROWS]
+            result[chunk] = self._run([rows[i] for i in chunk])
+        return result
+
+
+def batch_runner(model: EmbeddingModel) -> Callable[[list[Rows]], list[Matrix]]:
+    """Merge the rows of every request in a batch into one ``embed`` call and split the result back."""
+
+    def run(items: list[Rows]) -> list[Matrix]:
+        if len(items) == 1:
+            return [model.embed(items[0])]
+        merged = model.embed([row for item in items for row in item])
+        bounds = np.cumsum([len(item) for item in items])[:-1]
+        return list(np.split(merged, bounds))
+
+    return run
+
+
+@dataclass
+class LoadedEmbedding:
+    model: EmbeddingModel
+    batcher: AdaptiveBatcher[Rows, Matrix]
+
+    async def embed(self, rows: Rows) -> Matrix:
+        return await self.batcher.submit(rows)
+
+
+def files_key(resolved: ResolvedModel) -> tuple[str, str]:
+    try:
+        return resolved.files[ONNX_FILE], resolved.files[TOKENIZER_FILE]
+    except KeyError:
+        raise InvalidInput(
+            f"model '{resolved.model_name}' is not an embedding model served by ONNX Runtime "
+            f"(it lacks {ONNX_FILE} or {TOKENIZER_FILE})"
+        ) from None
+
+
+class EmbeddingService:
+    """Loaded embedding models keyed by their files' digests: one copy per process, shared by all tenants."""
+
+    def __init__(self, store: ArtifactStore, *, max_batch_requests: int = 64, max_wait_s: float = 0.002) -> None:
+        self._store = store
+        self._max_batch_requests = max_batch_requests
+        self._max_wait_s = max_wait_s
+        self._loaded: dict[tuple[str, str], LoadedEmbedding] = {}
+        self._loads: SingleFlight[LoadedEmbedding] = SingleFlight()
+
+    def loaded_models(self) -> list[EmbeddingModel]:
+        return [loaded.model for loaded in self._loaded.values()]
+
+    async def get(self, resolved: ResolvedModel) -> LoadedEmbedding:
+        key = files_key(resolved)
+        loaded = self._loaded.get(key)
+        if loaded is not None:
+            return loaded
+        return await self._loads.run(key, lambda: self._load(key, resolved))
+
+    async def _load(self, key: tuple[str, str], resolved: ResolvedModel) -> LoadedEmbedding:
+        existing = self._loaded.get(key)
+        if existing is not None:
+            return existing
+        onnx_digest, tokenizer_digest = key
+
+        def read() -> EmbeddingModel:
+            tokenizer_json = self._store.get(tokenizer_digest).decode("utf-8")
+            return EmbeddingModel(resolved.model_name, self._store.get(onnx_digest), tokenizer_json, resolved.signature)
+
+        model = await asyncio.get_running_loop().run_in_executor(None, read)
+        loaded = LoadedEmbedding(
+            model=model,
+            batcher=AdaptiveBatcher(
+                batch_runner(model),
+                max_batch_size=self._max_batch_requests,
+                max_wait_s=self._max_wait_s,
+                name=f"embeddings/{resolved.model_name}",
+            ),
+        )
+        self._loaded[key] = loaded
+        return loaded
+
+    async def close(self) -> None:
+        for loaded in list(self._loaded.values()):
+            await loaded.batcher.close()
+        self._loaded.clear()
