@@ -22,6 +22,7 @@ from torch import nn
 from maas.errors import InvalidInput
 from maas.training.checkpoints import TrainerState, load_checkpoint, save_checkpoint
 
+_EVAL_CHUNK_ROWS = 1024
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Applied to each training batch's features (augmentation); the generator is seeded per epoch.
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -242,8 +243,11 @@ class Trainer:
         if validation is None or validation[0].shape[0] == 0:
             return None, None
         self.model.eval()
-        outputs = self.model(validation[0])
-        return float(self.loss_fn(outputs, validation[1])), outputs
+        # In chunks: one forward pass over thousands of images would hold gigabytes of activations.
+        chunk = max(self.config.batch_size, _EVAL_CHUNK_ROWS)
+        features, targets = validation
+        outputs = torch.cat([self.model(features[start : start + chunk]) for start in range(0, len(features), chunk)])
+        return float(self.loss_fn(outputs, targets)), outputs
 
     @torch.no_grad()
     def predict(self, features: torch.Tensor) -> torch.Tensor:

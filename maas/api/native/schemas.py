@@ -55,6 +55,8 @@ class TenantCreated(TenantOut):
 
 
 class ColumnProfile(BaseModel):
+    model_config = ConfigDict(extra="allow")  # kinds add facts: image sizes, class counts
+
     name: str
     type: str
     dtype: str | None = None
