@@ -70,6 +70,7 @@ def main() -> None:
         metrics = evaluate(model, train, test, hp.eval_k)
         epochs = model.fit.epochs_run
         row = {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+        row.update({f"popularity {name}": value for name, value in metrics["popularity_baseline"].items()})
         row.update(seconds=seconds, epochs=epochs)
         rows.append(row)
         shown = (
@@ -93,6 +94,10 @@ def main() -> None:
     print(
         f"  ranking      precision@10 {mean['precision@10']:.4f}  recall@10 {mean['recall@10']:.4f}  "
         f"NDCG@10 {mean['ndcg@10']:.4f}"
+    )
+    print(
+        f"  popularity   precision@10 {mean['popularity precision@10']:.4f}  "
+        f"recall@10 {mean['popularity recall@10']:.4f}  NDCG@10 {mean['popularity ndcg@10']:.4f}  (baseline)"
     )
     print(f"  time         {mean['seconds']:.1f} s per fold, {mean['epochs']:.0f} epochs on average")
 

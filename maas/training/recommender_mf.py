@@ -176,10 +176,15 @@ class _NegativeSampler:
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         users = batch[:, 0]
         negatives = torch.randint(0, self.n_items, (len(batch),), generator=generator)
-        clash = torch.isin(users * self.n_items + negatives, self.positives)
+        clash = self._positive(users * self.n_items + negatives)
         if bool(clash.any()):
             negatives[clash] = torch.randint(0, self.n_items, (int(clash.sum()),), generator=generator)
         return torch.stack((users, batch[:, 1], negatives), dim=1)
+
+    def _positive(self, keys: torch.Tensor) -> torch.Tensor:
+        # A binary search in the sorted keys: torch.isin would sort all of them again on every batch.
+        position = torch.searchsorted(self.positives, keys).clamp_(max=len(self.positives) - 1)
+        return self.positives[position] == keys
 
 
 def _progress(task: str, train_targets: np.ndarray, val_targets: np.ndarray) -> Callable[[EpochStats], EpochReport]:
@@ -264,12 +269,13 @@ def fit_recommender(
         transform=None if rating else _NegativeSampler(users[fit_rows], items[fit_rows], n_items),
     )
     x, y = torch.from_numpy(features), torch.from_numpy(targets)
+    report = _progress(task, targets[fit_rows], targets[val_rows])
     run_key = fingerprint("recommender-mf", task, n_users, n_items, float(features.sum()), float(targets.sum()))
     fit = trainer.fit(
         (x[fit_rows], y[fit_rows]),
         (x[val_rows], y[val_rows]) if len(val_rows) else None,
         checkpoint_dir=checkpoint_dir,
-        on_epoch=lambda stats: on_epoch(_progress(task, targets[fit_rows], targets[val_rows])(stats)),
+        on_epoch=lambda stats: on_epoch(report(stats)),
         should_stop=should_stop,
         run_key=run_key,
     )
@@ -334,8 +340,8 @@ def _shape(model: FittedRecommender) -> tuple[int, int]:
 
 
 def export(model: FittedRecommender, everything: Interactions) -> tuple[bytes, dict[str, Any]]:
-    """Safetensors bytes and the preprocessing JSON of ``model``; "seen" covers every interaction of the
-    table (the held-out ones too: a user did rate them) between a known user and a known item."""
+    """Safetensors bytes and the preprocessing JSON of ``model``. "Seen" and the popularity order cover every
+    interaction of the table (the held-out ones too: a user did rate them) between a known user and item."""
     users = model.index(everything.users, model.user_ids)
     items = model.index(everything.items, model.item_ids)
     keep = (users >= 0) & (items >= 0)
@@ -357,7 +363,7 @@ def export(model: FittedRecommender, everything: Interactions) -> tuple[bytes, d
         "item_ids": model.item_ids.tolist(),
         "user_id_type": everything.user_id_type,
         "item_id_type": everything.item_id_type,
-        "popularity": model.popularity.tolist(),
+        "popularity": np.argsort(-np.bincount(items[keep], minlength=len(model.item_ids)), kind="stable").tolist(),
         "rating_range": list(model.rating_range) if model.rating_range is not None else None,
         "max_k": MAX_SERVING_K,
     }
