@@ -273,3 +273,41 @@ def test_errors_go_to_stderr_and_an_unreachable_server_is_one_readable_line(
 
     missing = maas(server, lifecycle["developer_key"], "predict", ENDPOINT, f"@{tmp_path / 'absent.json'}")
     assert missing.returncode != 0 and "Traceback" not in missing.output
+
+
+def test_cli_trains_and_serves_an_image_family(server: LiveServer, lifecycle: dict[str, Any], tmp_path: Path) -> None:
+    """`maas train --family image-cnn` with no --target: the family knows its label; predict takes pixels."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.concatenate([np.flatnonzero(digits.target == label)[:40] for label in (0, 1, 7)])
+    pixels = (digits.images[keep] * 255 / 16).astype(np.uint8)
+    archive = tmp_path / "digits.npz"
+    np.savez(archive, x=pixels, y=digits.target[keep])
+    key = lifecycle["developer_key"]
+    dataset = maas(server, key, "datasets", "upload", str(archive), "--name", "cli-digits").assert_ok().json()
+    assert dataset["kind"] == "images"
+    params = json.dumps({"epochs": 3, "early_stopping_patience": 0})
+    job = (
+        maas(
+            server,
+            key,
+            "train",
+            dataset["id"],
+            "--family",
+            "image-cnn",
+            "--model-name",
+            "cli-digits",
+            "--params",
+            params,
+            "--wait",
+        )
+        .assert_ok()
+        .json()
+    )
+    assert job["state"] == "succeeded" and job["spec"]["target"] == "label"
+    maas(server, key, "endpoints", "create", "cli-digits", "--model", "cli-digits", "--alias", "latest").assert_ok()
+    instance = json.dumps([pixels[0].tolist()])
+    body = maas(server, key, "predict", "cli-digits", instance, "--parameters", '{"top_k": 2}').assert_ok().json()
+    assert body["predictions"][0] in (0, 1, 7) and len(body["top_k"][0]) == 2

@@ -80,7 +80,12 @@ def upload_dataset(
             with state.session() as session:
                 version = datasets.add_version(session, tenant_id=caller.tenant_id, name=dataset_name, upload=upload)
                 fields = DatasetVersionOut.model_validate(version).model_dump()
-                fields |= {"id": version.dataset_id, "version_id": version.id, "name": version.dataset.name}
+                fields |= {
+                    "id": version.dataset_id,
+                    "version_id": version.id,
+                    "name": version.dataset.name,
+                    "kind": version.dataset.kind,
+                }
             # Committed: no collector deletes the blob from now on. One in another process may have taken
             # it just before (an old copy of the same bytes, idle and unnamed until this commit): put it back.
             if not state.store.exists(upload.digest):

@@ -91,6 +91,7 @@ class DatasetUploaded(DatasetVersionOut):
     """The new version. ``id`` is the dataset's id (stable across versions); ``version_id`` the version's."""
 
     name: str
+    kind: str = Field(description="tabular (tables, text, interactions) or images")
     version_id: str
 
 
