@@ -7,6 +7,11 @@ Two tasks:
 - ``ranking`` (implicit feedback: no rating column, or ``task="ranking"``): BPR (Rendle et al. 2009) over
   (user, interacted item, sampled item) triples; every row of the table counts as an interaction.
 
+Measured on MovieLens-100k, 5-fold (``benchmarks/quality/movielens_100k.py``): rating RMSE 0.914 (Surprise
+SVD 0.934, SVD++ 0.919); ranking NDCG@10 0.396 (popularity 0.219). A rating model's top-k lists rank
+below popularity (NDCG@10 0.088 against 0.174 with rated-4+ items as relevant), the known gap between
+rating error and top-N accuracy (Cremonesi, Koren & Turrin 2010): top-k use cases should train ``ranking``.
+
 This module is torch-free: it checks a request against the dataset profile at submit (:func:`plan`) and
 describes the family. The networks are in :mod:`maas.models.recommender_mf_net`, the trainer in
 :mod:`maas.training.recommender_mf`, the numpy runtime in :mod:`maas.serving.recommender_runtime`.
@@ -250,7 +255,9 @@ def describe() -> dict[str, Any]:
         "description": (
             "Matrix factorisation over an interactions table: biased MF for explicit ratings, BPR for implicit "
             "feedback. Answers the predicted rating of (user, item), the top-k items for a user (already "
-            "rated ones left out) and the items most similar to an item."
+            "rated ones left out) and the items most similar to an item. For top-k lists train task 'ranking': "
+            "a rating model predicts ratings well but ranks below popularity (Cremonesi et al. 2010); on "
+            "MovieLens-100k BPR reaches NDCG@10 0.396 against popularity's 0.219."
         ),
         "roles": {
             "user": "user id column (required)",

@@ -125,3 +125,11 @@ def test_ranking_metrics_on_a_hand_worked_example() -> None:
     assert report["precision@2"] == pytest.approx(0.5) and report["recall@2"] == pytest.approx(0.5)
     assert report["ndcg@2"] == pytest.approx(1 / (1 + 1 / np.log2(3)))
     assert report["ranking_users"] == 1
+
+
+def test_parquet_interactions_train_like_csv(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    ratings_frame().to_parquet(buffer, index=False)
+    data = TrainingData(kind="tabular", format="parquet", content=buffer.getvalue())
+    trained = train_job(data, spec("rating", epochs=3), tmp_path, lambda report: None, lambda: False)
+    assert trained.preprocessing["item_id_type"] == "int" and "rmse" in trained.metrics
