@@ -18,6 +18,8 @@ from maas.api import health
 from maas.api.metrics import ApiMetrics
 from maas.api.middleware import BodyLimit, RequestBodyLimits, RequestIdAndMetrics
 from maas.api.native import datasets, endpoints, jobs, models, pretrained, tenants
+from maas.api.openai import chat as openai_chat
+from maas.api.openai import completions as openai_completions
 from maas.api.openai import embeddings as openai_embeddings
 from maas.api.openai import models as openai_models
 from maas.api.problems import install_error_handlers
@@ -149,6 +151,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(health.router)
     for router in (openai_models.router, openai_embeddings.router, pretrained.router):  # issue 4: pretrained models
         app.include_router(router)
+    app.include_router(openai_chat.router)  # issue 4: text generation
+    app.include_router(openai_completions.router)
     app.add_middleware(
         RequestBodyLimits,
         request=BodyLimit(settings.max_request_bytes, "MAAS_MAX_REQUEST_BYTES"),

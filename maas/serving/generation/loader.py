@@ -1,0 +1,96 @@
+"""Load a causal LM from an HF-style directory (config.json, model.safetensors, tokenizer files).
+
+This module imports torch and transformers at the top: it is itself imported only when a causal-lm is first
+served (``service.py`` imports it lazily), so the API process starts without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from maas.errors import InvalidInput
+
+# A model that ships no context length (rare) is served with this one.
+_DEFAULT_CONTEXT = 2048
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass
+class CausalLM:
+    model: Any  # a transformers PreTrainedModel (AutoModelForCausalLM): untyped upstream
+    tokenizer: PreTrainedTokenizerBase
+    eos_token_ids: frozenset[int]
+    context_length: int
+    has_chat_template: bool
+    rss_bytes: int  # resident memory the load added to this process (the weights, mostly)
+    accepts_logits_to_keep: bool
+
+
+def _context_length(config: Any, tokenizer: PreTrainedTokenizerBase) -> int:
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers without a limit report 1e30: only a plausible number counts.
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else _DEFAULT_CONTEXT
+
+
+def _eos_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def _refuse_remote_code(directory: Path) -> None:
+    # Import already rejects these; a fine-tuned model written by a job is checked again here, because
+    # loading is the moment code would run.
+    config = json.loads((directory / "config.json").read_text())
+    if "auto_map" in config:
+        raise InvalidInput("this model's config.json has an auto_map (custom code); it cannot be served")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the peak is the best we have
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def load_causal_lm(directory: Path) -> CausalLM:
+    _refuse_remote_code(directory)
+    with _LOAD_LOCK:  # two first requests for two models would double the peak memory
+        before = _rss_bytes()
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            directory, trust_remote_code=False, local_files_only=True, dtype=torch.float32
+        )
+        model.eval()
+        rss = max(0, _rss_bytes() - before)
+    forward_args = model.forward.__code__.co_varnames[: model.forward.__code__.co_argcount]
+    return CausalLM(
+        model=model,
+        tokenizer=tokenizer,
+        eos_token_ids=_eos_ids(model, tokenizer),
+        context_length=_context_length(model.config, tokenizer),
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        rss_bytes=rss,
+        accepts_logits_to_keep="logits_to_keep" in forward_args,
+    )

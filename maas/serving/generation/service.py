@@ -1,0 +1,166 @@
+"""Causal-LM serving: each model version loaded once per process (whichever tenants call it), one engine each.
+
+torch and transformers are imported only here, when the first causal-lm request arrives (``_load``): the API
+process serves every other family without them.
+
+Prompt bounds are checked before anything is queued: a prompt that does not fit the model's context is
+**rejected** (400 ``context_length_exceeded``), never truncated, since a silently cut conversation gets a
+reply to something the caller did not send; ``max_tokens`` may not reach past the context either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from maas.registry.catalog import ResolvedModel, materialize
+from maas.serving.generation.params import DEFAULT_MAX_TOKENS, SamplingParams
+from maas.singleflight import SingleFlight
+from maas.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from maas.serving.generation.engine import GenerationEngine
+    from maas.serving.generation.loader import CausalLM
+    from maas.serving.generation.stream import GenerationStream
+
+
+class PromptTooLong(ValueError):
+    """The prompt (or prompt + max_tokens) does not fit the model's context."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class NoChatTemplate(ValueError):
+    pass
+
+
+@dataclass
+class LoadedGenerator:
+    name: str
+    lm: CausalLM
+    engine: GenerationEngine
+
+    @property
+    def context_length(self) -> int:
+        return self.lm.context_length
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Token ids of the conversation rendered by the model's own chat template, ready for the reply."""
+        if not self.lm.has_chat_template:
+            raise NoChatTemplate(f"model '{self.name}' has no chat template; use /v1/completions with a plain prompt")
+        text = str(self.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        # The template already wrote the special tokens (BOS, role markers): add none.
+        ids: list[int] = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def text_prompt(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            ids: list[int] = self.lm.tokenizer(prompt)["input_ids"]
+            return ids
+        return list(prompt)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.lm.tokenizer)
+
+    def bounded_max_tokens(self, prompt_tokens: int, max_tokens: int | None, *, prompt_param: str) -> int:
+        context = self.context_length
+        if prompt_tokens >= context:
+            raise PromptTooLong(
+                f"the prompt is {prompt_tokens} tokens; model '{self.name}' has a context of {context} tokens "
+                "(prompt + reply): shorten the prompt (it is not truncated)",
+                param=prompt_param,
+            )
+        room = context - prompt_tokens
+        if max_tokens is None:
+            return min(room, DEFAULT_MAX_TOKENS)
+        if max_tokens > room:
+            raise PromptTooLong(
+                f"max_tokens is {max_tokens} but the prompt already uses {prompt_tokens} of the {context} tokens of "
+                f"model '{self.name}': ask for at most {room}",
+                param="max_tokens",
+            )
+        return max_tokens
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
+        return self.engine.submit(prompt_ids, params)
+
+
+def _files_key(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+class GenerationService:
+    def __init__(
+        self, store: ArtifactStore, cache_dir: Path, *, max_batch_sequences: int = 32, threads: int | None = None
+    ) -> None:
+        self._store = store
+        self._cache_dir = cache_dir
+        self._max_batch_sequences = max_batch_sequences
+        self._threads = threads
+        self._models: dict[str, LoadedGenerator] = {}
+        self._loads: SingleFlight[LoadedGenerator] = SingleFlight()
+
+    async def get(self, resolved: ResolvedModel) -> LoadedGenerator:
+        """The loaded model for a version's files; the first call loads it (concurrent first calls share it)."""
+        key = _files_key(resolved.files)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            return loaded
+
+        async def load() -> LoadedGenerator:
+            model = await asyncio.to_thread(self._load, resolved)
+            self._models[key] = model
+            return model
+
+        return await self._loads.run(key, load)
+
+    def _load(self, resolved: ResolvedModel) -> LoadedGenerator:
+        # Imported here, not at the top: these pull in torch and transformers (seconds, ~1 GB), which the API
+        # process needs only once someone calls a causal-lm.
+        from maas.serving.generation.engine import GenerationEngine
+        from maas.serving.generation.loader import load_causal_lm
+
+        directory = materialize(self._store, resolved.files, self._cache_dir)
+        lm = load_causal_lm(directory)
+        engine = GenerationEngine(lm, max_batch_sequences=self._max_batch_sequences, threads=self._threads)
+        return LoadedGenerator(name=resolved.model_name, lm=lm, engine=engine)
+
+    def loaded(self) -> list[LoadedGenerator]:
+        return list(self._models.values())
+
+    def close(self) -> None:
+        for model in self._models.values():
+            model.engine.close()
+        self._models.clear()
+
+
+class GenerationCollector(Collector):
+    """Engine gauges for /metrics: sequences decoding now, requests waiting, and each model's RSS."""
+
+    def __init__(self, service: GenerationService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily(
+            "maas_generation_active_sequences", "Sequences in the decode batch", labels=["model"]
+        )
+        waiting = GaugeMetricFamily("maas_generation_waiting_requests", "Requests waiting to join", labels=["model"])
+        rss = GaugeMetricFamily("maas_generation_model_rss_bytes", "Resident memory the model added", labels=["model"])
+        for model in self._service.loaded():
+            active.add_metric([model.name], model.engine.stats.active_sequences)
+            waiting.add_metric([model.name], model.engine.stats.waiting_requests)
+            rss.add_metric([model.name], model.lm.rss_bytes)
+        yield active
+        yield waiting
+        yield rss
