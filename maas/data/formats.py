@@ -1,13 +1,15 @@
 """Tabular file formats: turn uploaded bytes into a DataFrame, or say exactly what to fix.
 
-Parquet is recognised by its magic bytes (``PAR1``); anything else is read as CSV. The uploaded file name
-is only a hint for a better error message: it is never used as a path.
+Parquet is recognised by its magic bytes (``PAR1``); JSON Lines (one JSON object per line) by a
+``.jsonl``/``.ndjson`` name or content whose first non-blank character is ``{``; anything else is read as
+CSV. The uploaded file name is only a hint (format and error messages): it is never used as a path.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from typing import Any, Literal
 
@@ -17,10 +19,11 @@ import pyarrow.parquet as pq
 
 from maas.errors import InvalidInput
 
-TableFormat = Literal["csv", "parquet"]
+TableFormat = Literal["csv", "parquet", "jsonl"]
 
 _PARQUET_MAGIC = b"PAR1"
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _FILE_LOC = ["body", "file"]
 MAX_COLUMNS = 2000  # the default of the MAAS_MAX_COLUMNS setting
 
@@ -48,6 +51,10 @@ def read_table(content: bytes, filename: str, *, max_columns: int = MAX_COLUMNS)
             "the file is named like a Parquet file but does not start with the Parquet magic bytes 'PAR1'; "
             "it is corrupt or not Parquet: re-export it with pandas.DataFrame.to_parquet or pyarrow"
         )
+    if filename.lower().endswith(_JSONL_SUFFIXES) or content.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"{":
+        frame = _parse_jsonl(_decode_text(content, "JSON Lines"), max_columns)
+        _check_has_rows(frame)
+        return frame, "jsonl"
     text = _decode_csv(content)
     header = _check_csv_rows(text, max_columns)
     _check_columns(header)
@@ -62,6 +69,8 @@ def load_frame(content: bytes, format: str) -> pd.DataFrame:
         return _parse_parquet(content)
     if format == "csv":
         return _parse_csv(_decode_csv(content))
+    if format == "jsonl":
+        return _parse_jsonl(_decode_text(content, "JSON Lines"), max_columns=None)
     raise ValueError(f"unknown dataset format {format!r}")
 
 
@@ -69,11 +78,15 @@ def load_frame(content: bytes, format: str) -> pd.DataFrame:
 
 
 def _decode_csv(content: bytes) -> str:
+    return _decode_text(content, "CSV")
+
+
+def _decode_text(content: bytes, kind: str) -> str:
     nul = content.find(b"\x00")
     if nul != -1:
         raise _invalid(
-            f"the file is binary, not CSV text: it contains a NUL byte at byte offset {nul}; "
-            "upload a UTF-8 CSV file or a Parquet file"
+            f"the file is binary, not {kind} text: it contains a NUL byte at byte offset {nul}; "
+            f"upload a UTF-8 {kind} file or a Parquet file"
         )
     try:
         return content.decode("utf-8-sig")
@@ -82,7 +95,7 @@ def _decode_csv(content: bytes) -> str:
         bad = content[exc.start : exc.start + 1].hex()
         raise _invalid(
             f"the file is not valid UTF-8 text: byte 0x{bad} at byte offset {exc.start} (line {line}) "
-            "cannot be decoded; re-save the CSV with UTF-8 encoding (or upload Parquet)"
+            f"cannot be decoded; re-save the {kind} file with UTF-8 encoding (or upload Parquet)"
         ) from None
 
 
@@ -143,6 +156,46 @@ def _parse_csv(text: str) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         message = str(exc).removeprefix("Error tokenizing data. C error: ").strip()
         raise _invalid(f"the file is not well-formed CSV: {message}") from None
+
+
+# --- JSON Lines ----------------------------------------------------------------------------------------
+
+
+def _parse_jsonl(text: str, max_columns: int | None) -> pd.DataFrame:
+    """One flat JSON object per non-blank line; keys become columns (a key missing on a line is empty)."""
+    records: list[dict[str, Any]] = []
+    columns: dict[str, None] = {}  # insertion-ordered union of the keys
+    # Split on newlines only: JSON strings may hold U+2028 and friends, which str.splitlines() would cut at.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _invalid(f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})", line=number) from None
+        if not isinstance(record, dict):
+            raise _invalid(
+                f"line {number} is a JSON {type(record).__name__}, not an object; each line must be one "
+                'object such as {"text": "...", "label": "..."}',
+                line=number,
+            )
+        nested = [key for key, value in record.items() if isinstance(value, dict | list)]
+        if nested:
+            raise _invalid(
+                f"line {number}: key {nested[0]!r} holds a nested object or array; a table cell must be a "
+                "string, number, boolean or null (store nested data as a JSON string)",
+                line=number,
+            )
+        for key in record:
+            if key not in columns:
+                columns[key] = None
+                if max_columns is not None:
+                    _check_column_count(len(columns), max_columns)
+        records.append(record)
+    if not records:
+        raise _invalid("the file is empty; upload JSON Lines with one object per line")
+    _check_columns(list(columns))
+    return pd.DataFrame.from_records(records, columns=list(columns))
 
 
 # --- Parquet -------------------------------------------------------------------------------------------
