@@ -1,0 +1,148 @@
+"""The generation engine on a tiny random Llama: streaming text, stop strings, n choices, cancellation.
+
+SmolLM2's greedy parity with transformers is in tests/integration/test_generation_parity.py; this file
+keeps to what holds for any model and runs in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maas.serving.generation.detokenize import IncrementalDetokenizer, StopStrings
+
+pytest.importorskip("transformers")
+
+TEXT = "Ünïcödé text ✓ with emoji 🙂🙂 and 日本語, over several tokens each. " * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        [TEXT, "The quick brown fox jumps over the lazy dog."],
+        vocab_size=300,
+        min_frequency=2,
+        special_tokens=["<|endoftext|>"],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def lm(tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from maas.serving.generation.loader import load_causal_lm
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    directory = Path(tmp_path_factory.mktemp("tiny-llama"))
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return load_causal_lm(directory)
+
+
+def test_multi_token_characters_are_never_split(tokenizer: Any) -> None:
+    ids = tokenizer(TEXT)["input_ids"]
+    # the tiny vocabulary spreads a character over several tokens: decoded alone, a token is half a character
+    assert any("\ufffd" in tokenizer.decode([token]) for token in ids)
+    detokenizer = IncrementalDetokenizer(tokenizer.decode, [])
+    pieces = [detokenizer.add(token) for token in ids]
+    assert "".join(pieces) + detokenizer.flush() == tokenizer.decode(ids)
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_stop_strings_hold_back_a_possible_start_and_cut_at_the_first() -> None:
+    stops = StopStrings(["END", "\n\n"])
+    assert stops.add("Hello E") == "Hello "  # "E" may start "END": held back
+    assert stops.add("X and E") == "EX and "  # it did not; "E" is held again
+    assert stops.add("ND of it") == ""  # "END": the text ends before it
+    assert stops.stopped
+    assert stops.add("more") == "" and stops.flush() == ""
+
+
+def test_stop_strings_streaming_equals_cutting_the_whole_text() -> None:
+    text = "alpha beta\ngamma\n\ndelta END epsilon"
+    for stop_list in (["END"], ["\n\n"], ["gam", "zzz"], ["not there"]):
+        for size in (1, 2, 3, 5):
+            stops = StopStrings(stop_list)
+            out = "".join(stops.add(text[i : i + size]) for i in range(0, len(text), size)) + stops.flush()
+            cuts = [text.find(s) for s in stop_list if s in text]
+            assert out == (text[: min(cuts)] if cuts else text)
+            assert stops.stopped == bool(cuts)
+
+
+async def _collect(engine: Any, ids: list[int], **params: Any) -> dict[int, tuple[str, str | None, int]]:
+    from maas.serving.generation.params import SamplingParams
+
+    stream = engine.submit(ids, SamplingParams(**params))
+    out: dict[int, tuple[str, str | None, int]] = {}
+    async for delta in stream.deltas():
+        text = out.get(delta.choice, ("", None, 0))[0] + delta.text
+        out[delta.choice] = (text, delta.finish_reason, delta.completion_tokens)
+    return out
+
+
+def test_n_seeded_choices_reproduce_and_respect_max_tokens(lm: Any) -> None:
+    from maas.serving.generation.engine import GenerationEngine
+
+    engine = GenerationEngine(lm)
+    try:
+        ids = lm.tokenizer("The quick brown fox")["input_ids"]
+        first = asyncio.run(_collect(engine, ids, max_tokens=12, temperature=1.0, seed=5, n=3))
+        again = asyncio.run(_collect(engine, ids, max_tokens=12, temperature=1.0, seed=5, n=3))
+        assert first == again
+        assert sorted(first) == [0, 1, 2]
+        assert len({text for text, _, _ in first.values()}) > 1  # choices draw differently
+        for _, finish, produced in first.values():
+            assert produced <= 12 and finish in {"stop", "length"}
+            assert finish == "stop" or produced == 12
+    finally:
+        engine.close()
+
+
+def test_concurrent_requests_batch_and_a_cancelled_one_leaves(lm: Any) -> None:
+    from maas.serving.generation.engine import GenerationEngine
+    from maas.serving.generation.params import SamplingParams
+
+    engine = GenerationEngine(lm)
+    ids = lm.tokenizer("The quick brown fox")["input_ids"]
+
+    async def scenario() -> None:
+        long = engine.submit(ids, SamplingParams(max_tokens=400, temperature=1.0, seed=1))
+        others = [_collect(engine, ids[: 2 + i], max_tokens=30, temperature=1.0, seed=i) for i in range(4)]
+        collected = asyncio.gather(*others)
+        seen = 0
+        async for _ in long.deltas():
+            seen += 1
+            if seen == 5:
+                break  # the client goes away: the stream is cancelled
+        await collected
+        deadline = time.monotonic() + 5
+        while engine.stats.active_sequences and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(scenario())
+        assert engine.stats.active_sequences == 0
+        assert max(engine.stats.batch_sizes) >= 2
+        assert engine.stats.tokens < 400  # the long request did not run to its end
+    finally:
+        engine.close()
