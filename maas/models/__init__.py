@@ -7,6 +7,7 @@ training code imports.
 from __future__ import annotations
 
 from maas.models.base import ModelFamily, TaskKind
+from maas.models.causal_lm import CAUSAL_LM
 from maas.models.image_cnn import IMAGE_CNN
 from maas.models.recommender_mf import RECOMMENDER_MF
 from maas.models.tabular_mlp import TABULAR_MLP
@@ -16,6 +17,7 @@ FAMILIES: dict[str, ModelFamily] = {
     TABULAR_MLP.name: TABULAR_MLP,
     IMAGE_CNN.name: IMAGE_CNN,
     RECOMMENDER_MF.name: RECOMMENDER_MF,
+    CAUSAL_LM.name: CAUSAL_LM,
     TEXT_CLASSIFIER.name: TEXT_CLASSIFIER,
 }
 
