@@ -41,6 +41,7 @@ from maas.registry import catalog
 from maas.registry.import_archive import unpack_archive
 from maas.registry.import_convert import ONNX_NAME, REPORT
 from maas.registry.import_files import ModelFiles, refused, scan_directory
+from maas.registry.import_onnx import inspect_embedding_onnx
 from maas.registry.service import NewVersion, StoredFile, check_can_add_version, register_version
 from maas.storage import ArtifactStore
 
@@ -156,9 +157,7 @@ def source_digest(found: ModelFiles) -> str:
 def detect_family(found: ModelFiles) -> str:
     if found.with_suffix(".gguf"):
         return CAUSAL_LM
-    if not found.has("config.json"):
-        raise refused("the model has no config.json (and no GGUF file): its architecture is unknown", "config.json")
-    config = found.json("config.json")
+    config = found.json("config.json") if found.has("config.json") else {}
     architectures = [str(a) for a in config.get("architectures") or []]
     if any(a.endswith("ForCausalLM") for a in architectures):
         return CAUSAL_LM
@@ -166,6 +165,10 @@ def detect_family(found: ModelFiles) -> str:
         return EMBEDDING
     if str(config.get("model_type", "")) in _ENCODER_TYPES or any(a.endswith("Model") for a in architectures):
         return EMBEDDING
+    if not config and found.with_suffix(".onnx"):
+        return EMBEDDING  # a bare ONNX graph: served as an embedding model if its inputs and outputs fit
+    if not config:
+        raise refused("the model has no config.json (and no GGUF file): its architecture is unknown", "config.json")
     raise refused(
         f"cannot tell the model's family from config.json (architectures {architectures or 'missing'}): "
         "supported are sentence-transformers style encoders (embedding) and *ForCausalLM decoders (causal-lm)",
@@ -192,11 +195,22 @@ def _run_conversion(args: list[str], out: Path) -> dict[str, Any]:
 
 
 def _prepare_embedding(found: ModelFiles, work: Path) -> tuple[dict[str, Path], str, dict[str, Any], dict[str, Any]]:
-    for needed in ("tokenizer.json", "config.json"):
-        if not found.has(needed):
-            raise refused(f"an embedding model needs {needed} (served with the tokenizers library)", needed)
+    if not found.has("tokenizer.json"):
+        raise refused(
+            "an embedding model needs tokenizer.json (it is served with the tokenizers library)", "tokenizer.json"
+        )
+    onnx_files = found.with_suffix(".onnx")
+    if not found.with_suffix(".safetensors") and onnx_files:
+        # Already ONNX: kept as it is, inspected with ONNX Runtime (no conversion, no torch).
+        chosen = ONNX_NAME if ONNX_NAME in onnx_files else onnx_files[0]
+        signature = inspect_embedding_onnx(found, chosen)
+        files = {name: found.files[name] for name in _EMBEDDING_KEEP if found.has(name)}
+        files[ONNX_NAME] = found.files[chosen]
+        return files, ONNX_NAME, signature, {}
     if not found.with_suffix(".safetensors"):
-        raise refused("an embedding model needs its weights as model.safetensors", "model.safetensors")
+        raise refused("an embedding model needs its weights as model.safetensors or model.onnx", "model.safetensors")
+    if not found.has("config.json"):
+        raise refused("an embedding model in safetensors needs its config.json (the architecture)", "config.json")
     out = work / "converted"
     report = _run_conversion(["embedding", str(found.root)], out)
     files = {name: found.files[name] for name in _EMBEDDING_KEEP if found.has(name)}

@@ -51,6 +51,11 @@ class EmbeddingModel:
         self.dimensions = int(signature["dimensions"])
         self.max_tokens = int(signature["max_tokens"])
         self._output = str(signature.get("onnx_output", "embeddings"))
+        self._inputs = list(signature.get("onnx_inputs", ["input_ids", "attention_mask"]))
+        # Graphs imported as ONNX may give token embeddings: pooled (and normalised) here, in numpy. Graphs we
+        # export ourselves do both inside.
+        self._pool = str(signature.get("pooling", "mean")) if signature.get("pool_in_runtime") else None
+        self._normalize = bool(signature.get("normalize_in_runtime"))
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         # Our own policy, whatever the file says: no silent truncation (see the module docstring), and
         # padding is done per chunk in ``embed``.
@@ -93,8 +98,19 @@ class EmbeddingModel:
         for i, row in enumerate(rows):
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
-        (output,) = self._session.run([self._output], {"input_ids": ids, "attention_mask": mask})
-        return np.asarray(output, dtype=np.float32)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        (output,) = self._session.run([self._output], feed)
+        vectors = np.asarray(output, dtype=np.float32)
+        if self._pool == "cls":
+            vectors = vectors[:, 0]
+        elif self._pool is not None:
+            weights = mask[:, :, None].astype(np.float32)
+            vectors = (vectors * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        if self._normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
 
     def embed(self, rows: Rows) -> Matrix:
         """One embedding per row of token ids, in order; rows are sorted by length and run in chunks."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,15 +170,21 @@ def test_errors_have_openais_shape(client: openai.OpenAI, live: LiveServer, tena
     assert raw.status_code == 422 and set(raw.json()["error"]) == {"message", "type", "param", "code"}
 
 
-def _tiny_encoder_zip(tmp: Path) -> bytes:
-    """A small random BERT with MiniLM's tokenizer, saved as safetensors: a tenant's own embedding model."""
+def _tiny_bert() -> object:
+    import torch
     from transformers import BertConfig, BertModel
 
-    source = _package_model_dir()
+    torch.manual_seed(0)
     config = BertConfig(
         vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
     )
-    BertModel(config).save_pretrained(tmp, safe_serialization=True)
+    return BertModel(config).eval()
+
+
+def _tiny_encoder_zip(tmp: Path) -> bytes:
+    """A small random BERT with MiniLM's tokenizer, saved as safetensors: a tenant's own embedding model."""
+    source = _package_model_dir()
+    _tiny_bert().save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(tmp.iterdir()):
@@ -215,3 +222,72 @@ def test_a_tenants_private_model_is_invisible_to_others(
     assert hidden.value.code == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("tiny-private")
+
+
+def _tiny_encoder_onnx_tar(tmp: Path) -> bytes:
+    """The same tiny BERT exported by hand to ONNX giving token embeddings (the runtime pools them)."""
+    import tarfile
+
+    import torch
+
+    bert = _tiny_bert()
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+        ) -> object:
+            return self.bert(  # type: ignore[operator]
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    ids = torch.ones((1, 4), dtype=torch.long)
+    with warnings.catch_warnings():  # the tracer's warnings about Python branches; the graph is checked below
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            TokenEmbeddings().eval(),
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            str(tmp / "model.onnx"),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={name: {0: "b", 1: "t"} for name in ("input_ids", "attention_mask", "token_type_ids")},
+            opset_version=17,
+            dynamo=False,
+        )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(tmp / "model.onnx", "model.onnx")
+        archive.add(_package_model_dir() / "tokenizer.json", "tokenizer.json")
+    return buffer.getvalue()
+
+
+def test_an_onnx_encoder_is_served_as_imported(live: LiveServer, tmp_path: Path) -> None:
+    key = str(new_tenant(live, "onnx-owner")["key"])
+    headers = {"Authorization": f"Bearer {key}"}
+    for name, filename, content in (
+        ("tiny-st", "tiny.zip", _tiny_encoder_zip(_mkdir(tmp_path / "st"))),
+        ("tiny-onnx", "tiny.tar.gz", _tiny_encoder_onnx_tar(tmp_path)),
+    ):
+        response = httpx.post(
+            f"{live.url}/api/v1/models/import",
+            headers=headers,
+            files={"file": (filename, content, "application/octet-stream")},
+            data={"name": name},
+            timeout=300,
+        )
+        assert response.status_code == 201, response.text
+    with openai.OpenAI(base_url=f"{live.url}/v1", api_key=key, max_retries=0) as sdk:
+        exported = sdk.embeddings.create(model="tiny-st", input=SENTENCES, encoding_format="float")
+        as_is = sdk.embeddings.create(model="tiny-onnx", input=SENTENCES, encoding_format="float")
+    ours = np.array([item.embedding for item in exported.data])
+    theirs = np.array([item.embedding for item in as_is.data])
+    assert _cosines(theirs, ours).min() >= 0.9999  # pooled in numpy vs inside the graph: the same vectors
+    assert as_is.usage.total_tokens == exported.usage.total_tokens
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
