@@ -21,6 +21,8 @@ from maas.api.native import datasets, endpoints, jobs, models, pretrained, tenan
 from maas.api.openai import chat as openai_chat
 from maas.api.openai import completions as openai_completions
 from maas.api.openai import embeddings as openai_embeddings
+from maas.api.openai import files as openai_files
+from maas.api.openai import fine_tuning as openai_fine_tuning
 from maas.api.openai import models as openai_models
 from maas.api.problems import install_error_handlers
 from maas.api.state import AppState
@@ -149,6 +151,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         # Each router carries its full prefix, so a route's template (the metrics label) is its whole path.
         app.include_router(module.router)
     app.include_router(health.router)
+    app.include_router(openai_files.router)  # issue 4: fine-tuning files
+    app.include_router(openai_fine_tuning.router)  # issue 4: fine-tuning jobs
     for router in (openai_models.router, openai_embeddings.router, pretrained.router):  # issue 4: pretrained models
         app.include_router(router)
     app.include_router(openai_chat.router)  # issue 4: text generation
