@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,9 @@ _EMBEDDING_KEEP = (
     "1_Pooling/config.json",
 )
 _CONVERT_TIMEOUT_S = 1800.0
+# A conversion holds a model in torch (1-2 GB for a small LM): imports arriving together queue here rather
+# than each starting its own child process at once.
+_ONE_CONVERSION_AT_A_TIME = threading.Lock()
 _HASH_CHUNK = 8 << 20
 
 
@@ -179,7 +183,8 @@ def detect_family(found: ModelFiles) -> str:
 def _run_conversion(args: list[str], out: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "maas.registry.import_convert", *args, str(out)]
     try:
-        completed = subprocess.run(command, capture_output=True, timeout=_CONVERT_TIMEOUT_S, check=False)
+        with _ONE_CONVERSION_AT_A_TIME:
+            completed = subprocess.run(command, capture_output=True, timeout=_CONVERT_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise InvalidInput(
             f"converting the model took longer than {_CONVERT_TIMEOUT_S:.0f} s; it was abandoned"

@@ -157,6 +157,7 @@ def test_errors_have_openais_shape(client: openai.OpenAI, live: LiveServer, tena
     with pytest.raises(openai.BadRequestError) as bad_ids:
         client.embeddings.create(model=MODEL, input=[[10**9]])
     assert "token id" in bad_ids.value.message
+    assert len(client.embeddings.create(model=MODEL, input="hello", dimensions=384).data[0].embedding) == 384
     with pytest.raises(openai.BadRequestError) as dims:
         client.embeddings.create(model=MODEL, input="hello", dimensions=128)
     assert dims.value.param == "dimensions"
