@@ -252,6 +252,7 @@ def _build(
     """The model to train, its tokenizer and the sequence length."""
     if params.mode == "scratch":
         tokenizer = _scratch_tokenizer(work, train, params)
+        tokenizer.model_max_length = params.block_size  # the GPT has no position embeddings beyond it
         torch.manual_seed(params.seed)
         model: PreTrainedModel = build_gpt(
             tokenizer, block_size=params.block_size, n_layer=params.n_layer, n_head=params.n_head, n_embd=params.n_embd

@@ -101,13 +101,17 @@ def test_a_chat_file_fine_tunes_a_model_that_then_answers(client: openai.OpenAI,
     content = client.files.content(uploaded.id).text
     assert [json.loads(line) for line in content.splitlines()] == records
 
+    held_out = [{"prompt": "The codename for mango is", "completion": " Blue Falcon."}] * 3
+    validation = client.files.create(file=("valid.jsonl", _jsonl(held_out)), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model=tiny_base,
         training_file=uploaded.id,
+        validation_file=validation.id,
         suffix="support bot",
         hyperparameters={"n_epochs": 2, "batch_size": 4},
     )
     assert job.id.startswith("ftjob-") and job.status in {"queued", "running"} and job.model == tiny_base
+    assert job.validation_file == validation.id
     assert job.hyperparameters.n_epochs == 2
     job = _wait(client, job.id)
 
@@ -118,6 +122,7 @@ def test_a_chat_file_fine_tunes_a_model_that_then_answers(client: openai.OpenAI,
     events = list(client.fine_tuning.jobs.list_events(job.id))
     metrics = [event for event in events if event.type == "metrics"]
     assert len(metrics) == 2 and all("loss" in event.message and "perplexity" in event.message for event in metrics)
+    assert all("validation loss" in event.message for event in metrics)  # on the validation file
     data: Any = metrics[0].data
     assert data["train_loss"] > 0 and data["train_perplexity"] > 1
     assert events[0].message == f"New fine-tuned model created: {job.fine_tuned_model}"  # newest first
