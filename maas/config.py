@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     auth_cache_ttl_seconds: float = Field(default=2.0, ge=0, description="Key/route cache TTL; bounds revocation lag.")
     batch_max_size: int = Field(default=64, gt=0, description="Adaptive batcher: most requests merged.")
     batch_max_wait_ms: float = Field(default=2.0, ge=0, description="Adaptive batcher: longest wait to fill.")
+    shipped_models: str = Field(
+        default="all",
+        description="Models shipped in installed packages that `maas up` publishes to the platform catalog: "
+        "'all', 'none', or a comma-separated list of catalog names (all-minilm-l6-v2, smollm2-135m-instruct).",
+    )
     worker_threads: int = Field(default=0, ge=0, description="torch threads per worker; 0 lets torch choose.")
 
     @model_validator(mode="after")

@@ -110,6 +110,17 @@ async def _collect_artifacts_forever(state: AppState) -> None:
             log.warning("artifact collection failed; will retry", exc_info=True)
 
 
+async def _close_openai_services(app: FastAPI) -> None:
+    """The /v1 routes create their serving services on first use (most servers never load a language
+    model); whatever was created is closed here, so batchers and engine threads end with the server."""
+    runtime = getattr(app.state, "maas_openai", None)
+    if runtime is not None:
+        await runtime.embeddings.close()
+    generation = getattr(app.state, "maas_generation", None)
+    if generation is not None:
+        await run_in_threadpool(generation.close)
+
+
 def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
     """Build the ASGI app. ``run_jobs=False`` serves the API without starting the job dispatcher."""
 
@@ -133,6 +144,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await state.predictor.close()
+            await _close_openai_services(app)
             if state.dispatcher is not None:
                 await run_in_threadpool(state.dispatcher.stop)
             await run_in_threadpool(state.usage.flush)
@@ -161,7 +173,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         RequestBodyLimits,
         request=BodyLimit(settings.max_request_bytes, "MAAS_MAX_REQUEST_BYTES"),
         upload=BodyLimit(settings.max_upload_bytes, "MAAS_MAX_UPLOAD_BYTES", framing_allowance=_MULTIPART_OVERHEAD),
-        upload_paths=frozenset({"/api/v1/datasets"}),
+        upload_paths=frozenset({"/api/v1/datasets", "/api/v1/models/import", "/v1/files"}),
     )
     app.add_middleware(RequestIdAndMetrics, metrics=metrics)
     return app

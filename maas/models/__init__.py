@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from maas.models.base import ModelFamily, TaskKind
 from maas.models.causal_lm import CAUSAL_LM
+from maas.models.embedding import EMBEDDING
 from maas.models.image_cnn import IMAGE_CNN
 from maas.models.recommender_mf import RECOMMENDER_MF
 from maas.models.tabular_mlp import TABULAR_MLP
@@ -19,6 +20,7 @@ FAMILIES: dict[str, ModelFamily] = {
     RECOMMENDER_MF.name: RECOMMENDER_MF,
     CAUSAL_LM.name: CAUSAL_LM,
     TEXT_CLASSIFIER.name: TEXT_CLASSIFIER,
+    EMBEDDING.name: EMBEDDING,
 }
 
 __all__ = ["FAMILIES", "ModelFamily", "TaskKind"]
