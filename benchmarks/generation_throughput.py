@@ -55,16 +55,11 @@ def smollm2_dir() -> Path:
     return target
 
 
-def reference_tokens_per_s(lm: Any, tokens: int) -> tuple[float, int]:
-    """transformers.generate, greedy, one prompt at a time."""
-    produced, elapsed = 0, 0.0
-    for prompt in PROMPTS:
-        inputs = lm.tokenizer(prompt, return_tensors="pt")
-        started = time.perf_counter()
-        output = lm.model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
-        elapsed += time.perf_counter() - started
-        produced += output.shape[1] - inputs["input_ids"].shape[1]
-    return produced / elapsed, produced
+def reference_tokens(lm: Any, prompt: str, tokens: int) -> int:
+    """transformers.generate, greedy (KV cache), one prompt."""
+    inputs = lm.tokenizer(prompt, return_tensors="pt")
+    output = lm.model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+    return int(output.shape[1] - inputs["input_ids"].shape[1])
 
 
 async def _one(engine: Any, lm: Any, prompt: str, tokens: int) -> tuple[int, float]:
@@ -80,14 +75,21 @@ async def _one(engine: Any, lm: Any, prompt: str, tokens: int) -> tuple[int, flo
     return produced, first - started
 
 
-async def engine_single(engine: Any, lm: Any, tokens: int) -> tuple[float, int]:
-    produced, elapsed = 0, 0.0
+async def single_streams(engine: Any, lm: Any, tokens: int) -> tuple[float, float, list[float]]:
+    """Both sides one request at a time, alternating prompt by prompt so machine noise hits both alike."""
+    ours = theirs = 0.0
+    ours_tokens = theirs_tokens = 0
+    ttfts = []
     for prompt in PROMPTS:
         started = time.perf_counter()
-        count, _ = await _one(engine, lm, prompt, tokens)
-        elapsed += time.perf_counter() - started
-        produced += count
-    return produced / elapsed, produced
+        theirs_tokens += reference_tokens(lm, prompt, tokens)
+        theirs += time.perf_counter() - started
+        started = time.perf_counter()
+        count, ttft = await _one(engine, lm, prompt, tokens)
+        ours += time.perf_counter() - started
+        ours_tokens += count
+        ttfts.append(ttft)
+    return theirs_tokens / theirs, ours_tokens / ours, ttfts
 
 
 async def engine_concurrent(engine: Any, lm: Any, tokens: int, streams: int) -> tuple[float, list[float]]:
@@ -123,10 +125,12 @@ async def main() -> None:
     await _one(engine, lm, "warm up", 4)
     lm.model.generate(**lm.tokenizer("warm up", return_tensors="pt"), max_new_tokens=4, do_sample=False)
 
-    reference, single, concurrent, ttfts = [], [], [], []
+    reference, single, concurrent, ttfts, idle_ttfts = [], [], [], [], []
     for _ in range(args.repeats):  # interleaved, so a noisy neighbour hurts both sides alike
-        reference.append(reference_tokens_per_s(lm, args.tokens)[0])
-        single.append((await engine_single(engine, lm, args.tokens))[0])
+        theirs, ours, idle = await single_streams(engine, lm, args.tokens)
+        reference.append(theirs)
+        single.append(ours)
+        idle_ttfts.extend(idle)
         total, ttft = await engine_concurrent(engine, lm, args.tokens, args.streams)
         concurrent.append(total)
         ttfts.extend(ttft)
@@ -141,10 +145,17 @@ async def main() -> None:
         f"engine {args.streams} concurrent streams       : {many:7.1f} tok/s  -> {many / one:.2f}x single (target >= 2)"
     )
     print(
+        f"time to first token, alone          : p50 {percentile(idle_ttfts, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(idle_ttfts, 0.99) * 1000:.0f} ms"
+    )
+    print(
         f"time to first token, {args.streams} in flight  : p50 {percentile(ttfts, 0.5) * 1000:.0f} ms, "
         f"p99 {percentile(ttfts, 0.99) * 1000:.0f} ms"
     )
-    print(f"RSS added by loading the model: {lm.rss_bytes / 2**20:.0f} MiB; process RSS now {rss / 2**20:.0f} MiB")
+    print(
+        f"RSS of the loaded model (weights paged in): {lm.rss_bytes / 2**20:.0f} MiB; "
+        f"process RSS now {rss / 2**20:.0f} MiB (torch, transformers and the model)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ to drain and a client that hangs up frees its slot at the next step.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import inspect
 import logging
@@ -69,6 +70,9 @@ class GenerationEngine:
         self.stats = EngineStats()
         self._thread = threading.Thread(target=self._run, name="maas-generation", daemon=True)
         self._thread.start()
+        # A decode thread still alive when the interpreter exits aborts it (torch's thread pool is torn down
+        # under it): stop it first, also when the server's shutdown did not.
+        atexit.register(self.close)
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
         """Queue a request; its stream yields deltas on the caller's event loop."""
@@ -77,8 +81,10 @@ class GenerationEngine:
         return stream
 
     def close(self) -> None:
-        self._intake.put(_STOP)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._intake.put(_STOP)
+            self._thread.join(timeout=10)
+        atexit.unregister(self.close)
 
     # --- the engine thread -------------------------------------------------------------------------------
 
@@ -156,8 +162,9 @@ class GenerationEngine:
             None,
         )
         cache = output.cache if self._cache_arg == "cache" else output.past_key_values
-        if self._batchable is None:
+        if self._batchable is None:  # the first prefill
             self._batchable = mergeable(cache)
+            self.lm.refresh_rss()
         logits = output.logits[:, -1, :].float()
         params = stream.params
         fresh = [self._new_sequence(stream, choice) for choice in range(params.n)]

@@ -31,8 +31,13 @@ class CausalLM:
     eos_token_ids: frozenset[int]
     context_length: int
     has_chat_template: bool
-    rss_bytes: int  # resident memory the load added to this process (the weights, mostly)
+    rss_bytes: int  # resident memory the model added to this process (the weights, mostly)
     accepts_logits_to_keep: bool
+    rss_baseline: int = 0
+
+    def refresh_rss(self) -> None:
+        """Weights are memory-mapped and paged in by the first forward pass: measure again after it."""
+        self.rss_bytes = max(self.rss_bytes, _rss_bytes() - self.rss_baseline)
 
 
 def _context_length(config: Any, tokenizer: PreTrainedTokenizerBase) -> int:
@@ -93,4 +98,5 @@ def load_causal_lm(directory: Path) -> CausalLM:
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         rss_bytes=rss,
         accepts_logits_to_keep="logits_to_keep" in forward_args,
+        rss_baseline=before,
     )

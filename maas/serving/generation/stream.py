@@ -7,6 +7,7 @@ step; the coroutine drains them. ``cancel`` (the client went away) is read by th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -51,7 +52,7 @@ class GenerationStream:
             self._pending.append(delta)
 
     def publish(self) -> None:
-        if not self._loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is listening any more
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def fail(self, error: BaseException) -> None:
