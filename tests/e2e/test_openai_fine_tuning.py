@@ -66,6 +66,14 @@ def _wait(client: openai.OpenAI, job_id: str, timeout: float = 150.0) -> Any:
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """This module's own server, publishing SmolLM2 (in the background: the tiny base trains meanwhile)."""
+    live = LiveServer(tmp_path_factory.mktemp("maas-ft"), env={"MAAS_SHIPPED_MODELS": SMOLLM2}).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
 def tenant(server: LiveServer) -> dict[str, Any]:
     return new_tenant(server, f"ft-{secrets.token_hex(3)}")
 

@@ -102,19 +102,17 @@ def create_file(
         raise OpenAIError(
             f"the file is over the upload limit of {limit} bytes (MAAS_MAX_UPLOAD_BYTES)", status=413, param="file"
         )
-    records = chat_records.parse_jsonl(content)
+    table = chat_records.to_parquet(chat_records.parse_jsonl(content))
     filename = file.filename or "upload.jsonl"
     # Parsing and profiling a large file takes a worker thread: this route is sync on purpose.
-    upload = datasets.check_upload(
-        state.store, filename=filename, content=chat_records.to_parquet(records), max_bytes=2 * limit + 1024
-    )
+    upload = datasets.check_upload(state.store, filename=filename, content=table, max_bytes=2 * limit + 1024)
     with state.session() as session:
         version = datasets.add_version(session, tenant_id=caller.tenant_id, name=_dataset_name(filename), upload=upload)
         dataset = version.dataset
         _ = dataset.versions
     # Committed: a collector in another process may have taken an idle copy of the same bytes just before.
     if not state.store.exists(upload.digest):
-        state.store.put(chat_records.to_parquet(records))
+        state.store.put(table)
     return _file_object(dataset)
 
 
