@@ -188,8 +188,15 @@ def _active_sequences(live: LiveServer) -> float:
     return float(match.group(1))
 
 
+def _wait_until_idle(live: LiveServer) -> None:
+    deadline = time.monotonic() + 15
+    while _active_sequences(live) != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _active_sequences(live) == 0
+
+
 def test_a_client_that_hangs_up_frees_its_slot(live: LiveServer, tenant_key: str, client: openai.OpenAI) -> None:
-    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0, "stream": True}
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0, "stream": True}
     headers = {"Authorization": f"Bearer {tenant_key}"}
     with httpx.stream("POST", f"{live.url}/v1/completions", json=body, headers=headers, timeout=60) as response:
         assert response.status_code == 200
@@ -197,10 +204,12 @@ def test_a_client_that_hangs_up_frees_its_slot(live: LiveServer, tenant_key: str
         assert next(line for line in lines if line.startswith("data: {"))
         assert _active_sequences(live) == 1
     # The connection is closed mid-stream: the engine drops the sequence at its next step.
-    deadline = time.monotonic() + 15
-    while _active_sequences(live) != 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _active_sequences(live) == 0
+    _wait_until_idle(live)
+
+    # The same for a client that gives up waiting on a non-streamed reply (an SDK timeout).
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{live.url}/v1/completions", json={**body, "stream": False}, headers=headers, timeout=2)
+    _wait_until_idle(live)
 
     reply = client.completions.create(model=MODEL, prompt="Once upon a time", temperature=0, max_tokens=3)
     assert reply.choices[0].text == ", the city"

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from maas.api.auth import State, TenantCaller
 from maas.api.openai.chat_schemas import ChatCompletion, ChatCompletionRequest
 from maas.api.openai.completions import (
+    CLIENT_CLOSED_REQUEST,
     Generation,
     RunningGeneration,
     bounded,
@@ -104,7 +105,12 @@ def chat_chunks(generation: RunningGeneration, include_usage: bool) -> AsyncIter
 
 @router.post("", response_model=ChatCompletion)
 async def create_chat_completion(
-    body: ChatCompletionRequest, state: State, caller: TenantCaller, runtime: Runtime, service: Generation
+    body: ChatCompletionRequest,
+    request: Request,
+    state: State,
+    caller: TenantCaller,
+    runtime: Runtime,
+    service: Generation,
 ) -> Any:
     """Reply to a conversation with a causal-lm model that has a chat template (yours or the platform's)."""
     assert caller.tenant_id is not None
@@ -129,7 +135,9 @@ async def create_chat_completion(
     generation = start(state, caller.tenant_id, resolved, model, prompt, sampling_params(body, limit), "chatcmpl-")
     if body.stream:
         return sse(chat_chunks(generation, bool(body.stream_options and body.stream_options.include_usage)))
-    outcome = await generation.run()
+    outcome = await generation.run(request)
+    if outcome is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     return ChatCompletion.model_validate(
         {
             "id": generation.id,

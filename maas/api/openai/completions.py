@@ -9,6 +9,8 @@ tokenizer; the EOS token a reply ends with counts, as at OpenAI), also for a str
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from maas.api.auth import State, TenantCaller
@@ -36,8 +38,11 @@ from maas.serving.generation.stream import GenerationStream
 
 router = APIRouter(prefix="/v1/completions", tags=["openai"])
 
+CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the status access logs show for a client that hung up
 PROMPT_METER = "prompt_tokens"
 COMPLETION_METER = "completion_tokens"
+# A client that gives up on a non-streamed reply (an SDK timeout) is noticed within this time.
+_DISCONNECT_POLL_SECONDS = 0.5
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -151,10 +156,23 @@ class RunningGeneration:
                 self.tenant_id, COMPLETION_METER, self.outcome.total_completion_tokens, self.model_name
             )
 
-    async def run(self) -> Outcome:
+    async def _drain(self) -> Outcome:
         async for _ in self.deltas():
             pass
         return self.outcome
+
+    async def run(self, request: Request) -> Outcome | None:
+        """The whole reply; None when the client hung up first (its generation is then cancelled)."""
+        task = asyncio.ensure_future(self._drain())
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_SECONDS)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()  # leaves the stream's loop: the engine drops the sequences at its next step
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return None
 
     def usage(self) -> dict[str, int]:
         completion = self.outcome.total_completion_tokens
@@ -232,7 +250,12 @@ def completion_chunks(generation: RunningGeneration, include_usage: bool) -> Asy
 
 @router.post("", response_model=Completion)
 async def create_completion(
-    body: CompletionRequest, state: State, caller: TenantCaller, runtime: Runtime, service: Generation
+    body: CompletionRequest,
+    request: Request,
+    state: State,
+    caller: TenantCaller,
+    runtime: Runtime,
+    service: Generation,
 ) -> Any:
     """Continue a text prompt with a causal-lm model (yours or the platform's)."""
     assert caller.tenant_id is not None
@@ -248,7 +271,9 @@ async def create_completion(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse(completion_chunks(generation, include_usage))
-    outcome = await generation.run()
+    outcome = await generation.run(request)
+    if outcome is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     return Completion.model_validate(
         {
             "id": generation.id,
