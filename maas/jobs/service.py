@@ -87,7 +87,9 @@ def submit_training_job(
         raise _field_error("model_name", "1-100 characters: letters, digits, '-', '_' or '.', starting alphanumeric")
     registry.check_can_add_version(session, tenant_id=tenant_id, name=model_name, family=request.family, task=task)
     _check_active_jobs_agree(active, model_name=model_name, family=request.family, task=task)
-    base_model = _base_model(session, tenant_id, plan.extra.get("base_model"))
+    base_model = _base_model(
+        session, tenant_id, plan.extra.get("base_model") or hyperparameters.get("base_model"), family=request.family
+    )
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
@@ -113,16 +115,18 @@ def submit_training_job(
     return job
 
 
-def _base_model(session: Session, tenant_id: str, name: Any) -> dict[str, Any]:
+def _base_model(session: Session, tenant_id: str, name: Any, *, family: str) -> dict[str, Any]:
     """For a fine-tune: the base model the tenant may use (its own or a platform model), pinned to a version."""
     if name is None:
         return {}
     try:
         base = catalog.resolve_model_for_tenant(session, tenant_id, str(name))
     except NotFound:
-        raise _field_error(
-            "hyperparameters.base_model", f"no model named '{name}' in your tenant or the platform catalog"
-        ) from None
+        detail = f"no model named '{name}' in your tenant or the platform catalog"
+        raise _field_error("hyperparameters.base_model", detail) from None
+    if base.family != family:
+        detail = f"'{name}' is a {base.family} model; a {family} job can only start from a {family} model"
+        raise _field_error("hyperparameters.base_model", detail)
     return {
         "base_model": {
             "name": base.model_name,
