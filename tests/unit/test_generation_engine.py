@@ -146,3 +146,61 @@ def test_concurrent_requests_batch_and_a_cancelled_one_leaves(lm: Any) -> None:
         assert engine.stats.tokens < 400  # the long request did not run to its end
     finally:
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def gpt2(tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A GPT-2-style model, as a from-scratch causal-lm training job writes it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from maas.serving.generation.loader import load_causal_lm
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    directory = Path(tmp_path_factory.mktemp("tiny-gpt2"))
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return load_causal_lm(directory)
+
+
+@pytest.mark.parametrize("family", ["lm", "gpt2"])
+def test_greedy_matches_generate_alone_and_batched(family: str, request: pytest.FixtureRequest) -> None:
+    import torch
+
+    from maas.serving.generation.engine import GenerationEngine
+
+    model = request.getfixturevalue(family)
+    prompts = [model.tokenizer(text)["input_ids"] for text in ("The quick brown fox", "Ünïcödé", "lazy dog over")]
+    references = []
+    for ids in prompts:
+        inputs = torch.tensor([ids])
+        output = model.model.generate(
+            input_ids=inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=16, do_sample=False
+        )
+        references.append(output[0, len(ids) :].tolist())
+
+    async def run(batch: list[list[int]]) -> list[list[int]]:
+        from maas.serving.generation.params import SamplingParams
+
+        async def one(ids: list[int]) -> list[int]:
+            stream = engine.submit(ids, SamplingParams(max_tokens=16, temperature=0.0))
+            return [delta.token_id async for delta in stream.deltas()]
+
+        return list(await asyncio.gather(*[one(ids) for ids in batch]))
+
+    engine = GenerationEngine(model)
+    try:
+        assert [asyncio.run(run([ids]))[0] for ids in prompts] == references
+        assert asyncio.run(run(prompts)) == references
+        assert model.context_length == (256 if family == "gpt2" else 512)
+    finally:
+        engine.close()
