@@ -20,6 +20,7 @@ from maas.api.openai.completions import (
     RunningGeneration,
     bounded,
     causal_lm,
+    off_loop_if_long,
     refuse_unsupported,
     sampling_params,
     sse,
@@ -122,7 +123,8 @@ async def create_chat_completion(
     stop_strings(body.stop)
     resolved, model = await causal_lm(state, runtime, service, caller.tenant_id, body.model)
     try:
-        prompt = model.chat_prompt(messages)
+        size = sum(len(message["content"]) for message in messages)
+        prompt = await off_loop_if_long(size, model.chat_prompt, messages)
     except NoChatTemplate as exc:
         raise OpenAIError(str(exc), param="model", code="model_not_supported") from exc
     max_tokens = body.max_completion_tokens or body.max_tokens

@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from maas.api.auth import State, TenantCaller
 from maas.api.openai.chat_schemas import Completion, CompletionRequest, _Sampling
@@ -41,6 +42,7 @@ router = APIRouter(prefix="/v1/completions", tags=["openai"])
 CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the status access logs show for a client that hung up
 PROMPT_METER = "prompt_tokens"
 COMPLETION_METER = "completion_tokens"
+TOKENIZE_INLINE_CHARS = 20_000
 # A client that gives up on a non-streamed reply (an SDK timeout) is noticed within this time.
 _DISCONNECT_POLL_SECONDS = 0.5
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -218,6 +220,14 @@ def sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
+async def off_loop_if_long(size: int, function: Callable[..., list[int]], *args: Any) -> list[int]:
+    """Tokenize on the event loop (microseconds for a chat turn), or in a thread for a long text that would
+    stall every other request for milliseconds."""
+    if size > TOKENIZE_INLINE_CHARS:
+        return await run_in_threadpool(function, *args)
+    return function(*args)
+
+
 def _completion_prompt(model: LoadedGenerator, prompt: Any) -> list[int]:
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         if len(prompt) != 1:
@@ -268,7 +278,7 @@ async def create_completion(
     refuse_unsupported(body, extra)
     stop_strings(body.stop)  # checked before the model is loaded
     resolved, model = await causal_lm(state, runtime, service, caller.tenant_id, body.model)
-    prompt = _completion_prompt(model, body.prompt)
+    prompt = await off_loop_if_long(len(str(body.prompt)), _completion_prompt, model, body.prompt)
     params = sampling_params(body, bounded(model, len(prompt), body.max_tokens, "prompt"))
     generation = start(state, caller.tenant_id, resolved, model, prompt, params, "cmpl-")
     if body.stream:
