@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         description="Models shipped in installed packages that `maas up` publishes to the platform catalog: "
         "'all', 'none', or a comma-separated list of catalog names (all-minilm-l6-v2, smollm2-135m-instruct).",
     )
+    generation_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch threads of each language model's decode loop; unset: torch's default (one per core).",
+    )
     worker_threads: int = Field(default=0, ge=0, description="torch threads per worker; 0 lets torch choose.")
 
     @model_validator(mode="after")

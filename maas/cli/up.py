@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -38,8 +37,7 @@ def _wait_ready(base_url: str, timeout: float = 120.0) -> bool:
 
 def _shipped_setting(settings: Settings) -> str | None:
     """Which shipped models to publish: 'all' (default), 'none', or a comma list of catalog names."""
-    value = getattr(settings, "shipped_models", None)
-    return str(value) if value is not None else os.environ.get("MAAS_SHIPPED_MODELS")
+    return settings.shipped_models
 
 
 def publish_shipped_models(settings: Settings, base_url: str) -> list[str]:

@@ -53,9 +53,7 @@ async def generation_service(request: Request) -> GenerationService:
     service: GenerationService | None = getattr(request.app.state, "maas_generation", None)
     if service is None:
         state: AppState = request.app.state.maas
-        # Decode threads per engine: a setting when the platform defines one (MAAS_GENERATION_THREADS), else
-        # torch's default (one per core).
-        threads = getattr(state.settings, "generation_threads", None)
+        threads = state.settings.generation_threads  # MAAS_GENERATION_THREADS; None: torch's default
         service = GenerationService(state.store, state.settings.home / "model-dirs", threads=threads)
         state.metrics.registry.register(GenerationCollector(service))
         request.app.state.maas_generation = service
