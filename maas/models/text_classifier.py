@@ -63,7 +63,7 @@ class TextClassifierHyperparameters(BaseModel):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Momentum (sgd only).")
     learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
-    epochs: int = Field(default=15, ge=1, le=1000, description="Most epochs; early stopping may end sooner.")
+    epochs: int = Field(default=30, ge=1, le=1000, description="Most epochs; early stopping may end sooner.")
     batch_size: int = Field(default=64, ge=1, le=65536)
     l1: float = Field(default=0.0, ge=0.0, le=1.0)
     l2: float = Field(default=0.0, ge=0.0, le=1.0, description="Weight decay.")

@@ -55,6 +55,7 @@ class TextRows:
     labels: np.ndarray  # class indices
     encoder: LabelEncoder
     dropped: int
+    positions: np.ndarray  # each kept row's position in the frame
 
 
 def clean_rows(frame: pd.DataFrame, text_column: str, target: str) -> TextRows:
@@ -90,6 +91,7 @@ def clean_rows(frame: pd.DataFrame, text_column: str, target: str) -> TextRows:
         labels=encoder.encode(kept[target].tolist()),
         encoder=encoder,
         dropped=int(len(frame) - len(kept)),
+        positions=np.flatnonzero(keep.to_numpy()),
     )
 
 
@@ -171,10 +173,23 @@ def _verified_outputs(module: nn.Module, onnx_bytes: bytes, ids: np.ndarray) -> 
     return actual
 
 
-def _split(labels: np.ndarray, hp: TextClassifierHyperparameters) -> Split:
-    split = split_indices(
-        len(labels), test_fraction=hp.test_split, validation_fraction=hp.validation_split, seed=hp.seed, strata=labels
-    )
+def _split(rows: TextRows, hp: TextClassifierHyperparameters, test_rows: np.ndarray | None) -> Split:
+    labels = rows.labels
+    if test_rows is None:
+        split = split_indices(
+            len(labels),
+            test_fraction=hp.test_split,
+            validation_fraction=hp.validation_split,
+            seed=hp.seed,
+            strata=labels,
+        )
+    else:  # a fixed test set (a cross-validation fold); validation is cut from the rest
+        is_test = np.isin(rows.positions, test_rows)
+        rest = np.flatnonzero(~is_test)
+        cut = split_indices(
+            len(rest), test_fraction=hp.validation_split, validation_fraction=0.0, seed=hp.seed, strata=labels[rest]
+        )
+        split = Split(train=rest[cut.train], validation=rest[cut.test], test=np.flatnonzero(is_test))
     if len(split.train) < 2 or len(split.test) < 1:
         raise InvalidInput("too few rows to split into training and test sets")
     return split
@@ -227,11 +242,16 @@ def train_text_classifier(
     checkpoint_dir: Path,
     on_epoch: Callable[[EpochReport], None],
     should_stop: Callable[[], bool],
+    *,
+    test_rows: np.ndarray | None = None,
 ) -> TrainedModel:
-    """See the module docstring. Raises InvalidInput for unusable data, TrainingCancelled on request."""
+    """See the module docstring. Raises InvalidInput for unusable data, TrainingCancelled on request.
+
+    ``test_rows`` (frame positions) fixes the test split, as a cross-validation fold does; by default it is
+    a stratified ``test_split`` share of the rows."""
     started = time.monotonic()
     rows = clean_rows(frame, text_column, target)
-    split = _split(rows.labels, hp)
+    split = _split(rows, hp, test_rows)
     tokenizer = checkpointed_tokenizer(checkpoint_dir, [rows.texts[i] for i in split.train], hp)
     ids = encode_texts(tokenizer, rows.texts)
     n_classes = len(rows.encoder.classes)

@@ -242,6 +242,12 @@ def test_over_long_training_text_fails_naming_the_row(tmp_path: Path) -> None:
 def test_resume_from_checkpoint_repeats_the_run(tmp_path: Path) -> None:
     frame = sentences(120, seed=1)
     hp = parse_hyperparameters({**SMALL, "epochs": 3, "early_stopping_patience": 0})
-    first = train_text_classifier(frame, "review", "verdict", hp, tmp_path / "a", lambda r: None, lambda: False)
-    again = train_text_classifier(frame, "review", "verdict", hp, tmp_path / "a", lambda r: None, lambda: False)
+    fold = np.arange(0, 120, 5)  # a fixed test split, as a cross-validation fold gives
+    first = train_text_classifier(
+        frame, "review", "verdict", hp, tmp_path / "a", lambda r: None, lambda: False, test_rows=fold
+    )
+    again = train_text_classifier(
+        frame, "review", "verdict", hp, tmp_path / "a", lambda r: None, lambda: False, test_rows=fold
+    )
     assert again.metrics["accuracy"] == first.metrics["accuracy"] and again.epochs_run == 3
+    assert first.metrics["test_rows"] == len(fold) and first.metrics["validation_rows"] == 10
