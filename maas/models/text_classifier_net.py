@@ -13,6 +13,7 @@ family's hyperparameters.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +26,7 @@ PAD_ID = 0
 BIGRAM_SLOTS = 1_048_573
 
 EncoderName = Literal["gru", "lstm", "transformer", "bag"]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class TextNetConfig:
     bigrams: int = 0  # > 0: a bag of (at most this many) frequent bigrams joins the pooled features
     bag: bool = False  # a bag of unigrams (and the bigrams) beside the encoder; always on for "bag"
     bag_dim: int = 0  # width of the bag's vectors; 0 = embedding_dim
+    members: int = 1  # > 1: an ensemble of this many networks (see TextEnsemble)
     seed: int = 0
 
 
@@ -233,10 +236,40 @@ def frequent_bigrams(ids: torch.Tensor, limit: int, min_count: int = 2) -> list[
     return [(int(code) // width, int(code) % width) for code in codes[order]]
 
 
-def set_bigrams(network: TextClassifierNet, bigrams: list[tuple[int, int]]) -> None:
-    """Fill the network's lookup table: the i-th bigram gets embedding row ``vocab_size + i``. On a slot
-    collision the more frequent bigram (earlier in the list) keeps the slot."""
-    config = network.config
+class TextEnsemble(nn.Module):
+    """Networks trained side by side on the same batches, each on its own loss (:func:`member_loss`), and
+    served as the mean of their logits: averaging differently initialised members cuts the seed-to-seed
+    spread that a few thousand short texts leave (about ±0.01 accuracy per fold on Rotten Tomatoes).
+
+    In training mode the output is ``[batch, members, classes]``; in eval mode ``[batch, classes]``."""
+
+    def __init__(self, config: TextNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(TextClassifierNet(config) for _ in range(config.members))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([member(ids) for member in self.members], dim=1)
+        return logits if self.training else logits.mean(dim=1)
+
+
+def member_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
+    """``loss`` applied to every member's logits (mean over members) when the output has a member axis."""
+
+    def apply(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if outputs.dim() == 3:
+            members = outputs.shape[1]
+            return loss(outputs.reshape(-1, outputs.shape[2]), targets.repeat_interleave(members))
+        return loss(outputs, targets)
+
+    return apply
+
+
+def set_bigrams(network: nn.Module, bigrams: list[tuple[int, int]]) -> None:
+    """Fill the lookup table of the network (of each member of an ensemble): the i-th bigram gets
+    embedding row ``vocab_size + i``. On a slot collision the more frequent bigram keeps the slot."""
+    networks = [m for m in network.modules() if isinstance(m, TextClassifierNet)]
+    config = networks[0].config
     slots = torch.zeros(BIGRAM_SLOTS, dtype=torch.int64)
     if bigrams:
         pairs = torch.tensor(bigrams[: config.bigrams], dtype=torch.int64)
@@ -245,11 +278,12 @@ def set_bigrams(network: TextClassifierNet, bigrams: list[tuple[int, int]]) -> N
         best = torch.full((BIGRAM_SLOTS,), len(pairs) + 1, dtype=torch.int64)
         best = best.scatter_reduce(0, positions, ranks, reduce="amin")
         slots = torch.where(best <= len(pairs), best, slots)
-    network.bigram_slots.copy_(slots)
+    for member in networks:
+        member.bigram_slots.copy_(slots)  # each member looks bigrams up the same way
 
 
-def build_network(config: TextNetConfig) -> TextClassifierNet:
+def build_network(config: TextNetConfig) -> TextClassifierNet | TextEnsemble:
     """Build with weights drawn from ``config.seed`` (deterministic, global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return TextClassifierNet(config)
+        return TextEnsemble(config) if config.members > 1 else TextClassifierNet(config)

@@ -35,6 +35,7 @@ from maas.models.text_classifier_net import (
     TextNetConfig,
     build_network,
     frequent_bigrams,
+    member_loss,
     set_bigrams,
 )
 from maas.training import metrics
@@ -211,6 +212,7 @@ def net_config(hp: TextClassifierHyperparameters, vocab_size: int, n_classes: in
         bigrams=hp.bigrams,
         bag=hp.bag,
         bag_dim=hp.bag_dim,
+        members=hp.members,
         seed=hp.seed,
     )
 
@@ -219,7 +221,10 @@ def _report(stats: EpochStats, y_train: np.ndarray, y_val: np.ndarray) -> EpochR
     def accuracy(outputs: torch.Tensor | None, labels: np.ndarray) -> dict[str, float]:
         if outputs is None or len(labels) == 0:
             return {}
-        return {"accuracy": metrics.accuracy(outputs.detach().numpy(), labels)}
+        scores = outputs.detach()
+        if scores.dim() == 3:  # an ensemble in training mode: one row of logits per member
+            scores = scores.mean(dim=1)
+        return {"accuracy": metrics.accuracy(scores.numpy(), labels)}
 
     return EpochReport(
         epoch=stats.epoch,
@@ -262,7 +267,7 @@ def train_text_classifier(
 
     trainer = Trainer(
         network,
-        nn.CrossEntropyLoss(),
+        member_loss(nn.CrossEntropyLoss()),
         TrainerConfig(
             epochs=hp.epochs,
             batch_size=hp.batch_size,

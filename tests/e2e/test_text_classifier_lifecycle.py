@@ -17,7 +17,14 @@ from tests.harness import LiveServer, csv_bytes, new_tenant
 GOOD = ["great", "wonderful", "moving", "brilliant", "funny", "charming", "superb"]
 BAD = ["dull", "boring", "awful", "tedious", "clumsy", "lifeless", "bland"]
 FILLER = ["the", "film", "plot", "actors", "story", "was", "really", "quite", "a", "movie", "and", "its"]
-HYPERPARAMETERS = {"embedding_dim": 32, "hidden_size": 32, "bigrams": 500, "vocab_size": 400, "max_length": 16}
+HYPERPARAMETERS = {
+    "embedding_dim": 32,
+    "hidden_size": 32,
+    "bigrams": 500,
+    "vocab_size": 400,
+    "max_length": 16,
+    "epochs": 10,
+}
 
 
 def reviews(n: int, seed: int) -> pd.DataFrame:

@@ -158,6 +158,7 @@ def test_reverse_within_length_keeps_padding_and_is_an_involution() -> None:
         {"encoder": "lstm", "bidirectional": False},
         {"encoder": "transformer", "num_layers": 2, "heads": 2},
         {"encoder": "bag", "bigrams": 10},
+        {"encoder": "gru", "members": 2, "bag": True, "bigrams": 10},
     ],
 )
 def test_padding_and_batching_do_not_change_results(encoder_options: dict[str, Any]) -> None:
@@ -251,3 +252,13 @@ def test_resume_from_checkpoint_repeats_the_run(tmp_path: Path) -> None:
     )
     assert again.metrics["accuracy"] == first.metrics["accuracy"] and again.epochs_run == 3
     assert first.metrics["test_rows"] == len(fold) and first.metrics["validation_rows"] == 10
+
+
+def test_an_ensemble_trains_exports_and_serves(tmp_path: Path) -> None:
+    hp = parse_hyperparameters({**SMALL, "epochs": 2, "members": 2})
+    trained = train_text_classifier(
+        sentences(120, seed=4), "review", "verdict", hp, tmp_path, lambda r: None, lambda: False
+    )
+    model = TextOnnxModel(ModelIdentity("mv_e", "ens", 1), trained.artifact, trained.preprocessing, trained.signature)
+    answer = model.decode(model.run(model.encode(["great film", "dull film"], {})), {})
+    assert len(answer["predictions"]) == 2 and trained.hyperparameters["members"] == 2
