@@ -206,13 +206,14 @@ class GenerationEngine:
         for sequence, token in zip(self._sequences[first:], tokens, strict=True):
             self._advance(sequence, token)
             touched[id(sequence.stream)] = sequence.stream
-        for stream in touched.values():
-            stream.publish()
         keep = [i for i, s in enumerate(self._sequences) if not s.done and not s.stream.cancelled]
         if len(keep) != len(self._sequences):
             self._sequences = [self._sequences[i] for i in keep]
             self._batch.keep(keep)
         self.stats.active_sequences = len(self._sequences)
+        # Published after the finished rows are retired: a caller woken by its last token sees its slot free.
+        for stream in touched.values():
+            stream.publish()
 
     def _advance(self, sequence: _Sequence, token: int) -> None:
         sequence.last_token = token
