@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from maas.errors import InvalidInput
-from maas.training.checkpoints import TrainerState, load_checkpoint, save_checkpoint
+from maas.training.checkpoints import BackgroundCheckpointWriter, TrainerState, load_checkpoint
 
 _EVAL_CHUNK_ROWS = 1024
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -143,45 +143,48 @@ class Trainer:
         state, best = self._restore(checkpoint_dir, key)
         resumed_from = state.epoch
         session_seconds = 0.0
-        with torch.random.fork_rng(devices=[]):
-            while not self._done(state):
-                if should_stop():
-                    raise TrainingCancelled(f"cancelled before epoch {state.epoch + 1}")
-                started = time.monotonic()
-                train_loss, train_outputs = self._train_epoch(train, state.epoch, should_stop)
-                if not math.isfinite(train_loss):
-                    raise InvalidInput(
-                        f"training diverged in epoch {state.epoch + 1}: the loss became {train_loss}; "
-                        "lower learning_rate (or l1/l2), or standardise extreme target values",
-                        errors=[{"loc": ["hyperparameters", "learning_rate"], "msg": "training diverged"}],
+        writer = BackgroundCheckpointWriter(checkpoint_dir)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                while not self._done(state):
+                    if should_stop():
+                        raise TrainingCancelled(f"cancelled before epoch {state.epoch + 1}")
+                    started = time.monotonic()
+                    train_loss, train_outputs = self._train_epoch(train, state.epoch, should_stop)
+                    if not math.isfinite(train_loss):
+                        raise InvalidInput(
+                            f"training diverged in epoch {state.epoch + 1}: the loss became {train_loss}; "
+                            "lower learning_rate (or l1/l2), or standardise extreme target values",
+                            errors=[{"loc": ["hyperparameters", "learning_rate"], "msg": "training diverged"}],
+                        )
+                    val_loss, val_outputs = self._evaluate(validation)
+                    state.epoch += 1
+                    best = self._track_best(state, val_loss, best)
+                    epoch_seconds = time.monotonic() - started
+                    state.elapsed_seconds += epoch_seconds
+                    state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss})
+                    writer.save(
+                        state=state,
+                        model=self.model.state_dict(),
+                        best=best,
+                        optimizer_state=self.optimizer.state_dict()["state"],
                     )
-                val_loss, val_outputs = self._evaluate(validation)
-                state.epoch += 1
-                best = self._track_best(state, val_loss, best)
-                epoch_seconds = time.monotonic() - started
-                state.elapsed_seconds += epoch_seconds
-                state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss})
-                save_checkpoint(
-                    checkpoint_dir,
-                    state=state,
-                    model=self.model.state_dict(),
-                    best=best,
-                    optimizer_state=self.optimizer.state_dict()["state"],
-                )
-                session_seconds += epoch_seconds
-                per_epoch = session_seconds / (state.epoch - resumed_from)
-                on_epoch(
-                    EpochStats(
-                        epoch=state.epoch,
-                        epochs=self.config.epochs,
-                        train_loss=train_loss,
-                        val_loss=val_loss,
-                        train_outputs=train_outputs,
-                        val_outputs=val_outputs,
-                        elapsed_seconds=state.elapsed_seconds,
-                        eta_seconds=per_epoch * (self.config.epochs - state.epoch),
+                    session_seconds += epoch_seconds
+                    per_epoch = session_seconds / (state.epoch - resumed_from)
+                    on_epoch(
+                        EpochStats(
+                            epoch=state.epoch,
+                            epochs=self.config.epochs,
+                            train_loss=train_loss,
+                            val_loss=val_loss,
+                            train_outputs=train_outputs,
+                            val_outputs=val_outputs,
+                            elapsed_seconds=state.elapsed_seconds,
+                            eta_seconds=per_epoch * (self.config.epochs - state.epoch),
+                        )
                     )
-                )
+        finally:
+            writer.close()  # the last epoch's checkpoint is on disk before fit returns or raises
         if best is not None:
             self.model.load_state_dict(best)
         self.model.eval()
