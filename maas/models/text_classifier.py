@@ -10,10 +10,13 @@ A text dataset is a table (CSV, Parquet or JSONL) with a text column and a label
 - ``columns={"text": "<col>"}`` names the text column. When left out it is the only ``text``-typed column
   besides the target, or else the one named like a text (``text``, ``review``, ``sentence``, ...).
 
-The default architecture is the one that reached the quality bar on Rotten Tomatoes (5-fold CV, see
-``benchmarks/quality/rotten_tomatoes_text.py``): a bidirectional GRU over WordPiece tokens, max- and
-mean-pooled, beside a bag of the unigrams and the 50,000 most frequent bigrams, with word dropout
-(0.784 on a GPU sweep; a GRU alone reached 0.76, a transformer alone 0.71, the bag alone 0.78).
+The default architecture is the one that reached the quality bar on Rotten Tomatoes (5-fold CV through
+the platform's own training and serving code, ``benchmarks/quality/rotten_tomatoes_text.py``): two
+bidirectional GRUs over WordPiece tokens, max- and mean-pooled, each beside a bag of the unigrams and the
+50,000 most frequent bigrams, with word dropout, averaged: 0.783 ± 0.007 (one network: 0.779; TF-IDF +
+logistic regression: 0.779). A GPU sweep of the same protocol scored the parts alone: BiGRU 0.72 (0.76
+with word dropout), BiLSTM 0.73, transformer 0.69-0.71, bag of unigrams 0.77, bag with the frequent
+bigrams 0.78; each encoder beside the bag 0.783-0.785 (one seed, so about ±0.005).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ TEXT_COLUMN_NAMES = ("text", "review", "sentence", "body", "content", "message",
 
 
 class TextClassifierHyperparameters(BaseModel):
-    """Hyperparameters of ``text-classifier``; the defaults reach the Rotten Tomatoes bar (0.78)."""
+    """Hyperparameters of ``text-classifier``; the defaults reach the Rotten Tomatoes bar (0.78, measured 0.783)."""
 
     model_config = ConfigDict(extra="forbid")
 

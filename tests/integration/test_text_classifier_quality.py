@@ -1,9 +1,8 @@
-"""Fast quality check of text-classifier with default hyperparameters (at most 12 epochs) on a Rotten
-Tomatoes subsample.
+"""Fast quality check of text-classifier with default hyperparameters on a Rotten Tomatoes subsample.
 
 The full 5-fold run (bar 0.78, TF-IDF reference 0.779) is ``benchmarks/quality/rotten_tomatoes_text.py``;
-here 3,000 snippets train in well under a minute and the held-out 20% is scored through the serving
-runtime from raw strings.
+here 4,000 snippets (at most 12 epochs) train in about half a minute and the held-out 20% is scored
+through the serving runtime from raw strings.
 """
 
 from __future__ import annotations
@@ -44,20 +43,22 @@ def rotten_tomatoes_sample(n: int) -> pd.DataFrame:
 
 
 def test_defaults_learn_rotten_tomatoes_on_a_subsample(tmp_path: Path) -> None:
-    frame = rotten_tomatoes_sample(3000)
-    test = frame.iloc[2400:]
+    frame = rotten_tomatoes_sample(4000)
+    held_out = np.arange(3200, 4000)
     trained = train_text_classifier(
-        frame.iloc[:2400],
+        frame,
         "text",
         "category",
         parse_hyperparameters({"epochs": 12}),
         tmp_path,
         lambda r: None,
         lambda: False,
+        test_rows=held_out,
     )
     model = TextOnnxModel(ModelIdentity("mv", "rt", 1), trained.artifact, trained.preprocessing, trained.signature)
+    test = frame.iloc[held_out]
     predictions = model.decode(model.run(model.encode(test["text"].tolist(), {})), {})["predictions"]
     accuracy = float(np.mean(np.asarray(predictions) == test["category"].to_numpy()))
-    # 2,400 snippets give about 0.70 (the majority class is 0.58); the full corpus reaches 0.78 in 5-fold CV.
+    # 3,200 snippets give about 0.69 (the majority class is 0.58); the full corpus reaches 0.78 in 5-fold CV.
     assert accuracy >= 0.66, accuracy
-    assert trained.metrics["accuracy"] >= 0.64
+    assert trained.metrics["accuracy"] == pytest.approx(accuracy)  # the served path scores what training did
