@@ -1,6 +1,6 @@
 """Epoch time of each family's training job against a bare PyTorch loop over the same tensors.
 
-    .venv/bin/python benchmarks/training_speed.py                     # every family, 6 epochs each
+    .venv/bin/python benchmarks/training_speed.py                     # every family, 6 epochs, 1 thread
     .venv/bin/python benchmarks/training_speed.py --family image-cnn --epochs 8
 
 Target (issue 3): the platform's epoch within 1.15x of the bare loop.
@@ -205,7 +205,9 @@ def main() -> None:
     parser.add_argument("--family", action="append", help="only these families (repeatable)")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread: on a small shared machine, two torch threads per process thrash as soon as anything else
+    # runs (epochs 50x slower were seen), which would measure the neighbours, not the platform.
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs x {args.rounds} rounds\n")
