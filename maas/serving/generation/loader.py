@@ -83,7 +83,7 @@ def _rss_bytes() -> int:
 def load_causal_lm(directory: Path) -> CausalLM:
     _refuse_remote_code(directory)
     # A server's console (and its JSON log) is no place for a progress bar redrawn with carriage returns.
-    transformers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     with _LOAD_LOCK:  # two first requests for two models would double the peak memory
         before = _rss_bytes()
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
