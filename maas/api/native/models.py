@@ -68,15 +68,16 @@ def set_alias(name: str, alias: str, body: AliasSet, state: State, caller: Devel
 @router.get(
     "/{name}/versions/{version}/artifact",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The ONNX model"}},
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The model: ONNX or safetensors"}},
 )
 def download_artifact(name: str, version: VersionPath, state: State, caller: Developer) -> Response:
     assert caller.tenant_id is not None
     with state.session() as session:
         row = registry.get_version(session, caller.tenant_id, name, version)
-        digest = row.artifact_digest
+        digest, extension = row.artifact_digest, row.artifact_format
+    filename = f"{name}-v{version}.{extension}"  # .onnx or .safetensors: what the bytes are
     return Response(
         state.store.get(digest),
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{name}-v{version}.onnx"', "ETag": f'"{digest}"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "ETag": f'"{digest}"'},
     )
