@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from maas.client import Client, MaasAPIError
@@ -40,6 +41,11 @@ Key = Annotated[str, typer.Option("--key", envvar="MAAS_API_KEY", help="API key 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
+def _plain(value: Any) -> str:
+    """``value`` as text Rich prints verbatim: messages and descriptions hold brackets ("[height][width]")."""
+    return escape(str(value if value is not None else ""))
+
+
 def _emit(data: Any) -> None:
     console.print_json(json.dumps(data, default=str))
 
@@ -49,15 +55,17 @@ def _run(url: str, key: str, call: Any) -> None:
         with Client(url, key) as client:
             result = call(client)
     except MaasAPIError as exc:
-        errors.print(f"[red]{exc.status} {exc.problem.get('title', '')}[/]: {exc.problem.get('detail', '')}")
+        # server text is escaped: Rich would take "[height][width]" in a detail for markup and drop it
+        errors.print(f"[red]{exc.status} {_plain(exc.problem.get('title'))}[/]: {_plain(exc.problem.get('detail'))}")
         for error in exc.problem.get("errors", []):
-            errors.print(f"  - {'.'.join(map(str, error.get('loc', [])))}: {error.get('msg')}")
+            errors.print(f"  - {_plain('.'.join(map(str, error.get('loc', []))))}: {_plain(error.get('msg'))}")
         raise typer.Exit(1) from None
     except httpx.HTTPError as exc:
-        errors.print(f"[red]cannot reach MaaS at {url}[/]: {exc} (is `maas up` running? is --url / MAAS_URL right?)")
+        hint = "(is `maas up` running? is --url / MAAS_URL right?)"
+        errors.print(f"[red]cannot reach MaaS at {escape(url)}[/]: {_plain(exc)} {hint}")
         raise typer.Exit(1) from None
     except OSError as exc:
-        errors.print(f"[red]{exc.strerror or exc}[/]: {exc.filename or ''}")
+        errors.print(f"[red]{_plain(exc.strerror or exc)}[/]: {_plain(exc.filename or '')}")
         raise typer.Exit(1) from None
     if result is not None:
         _emit(result)
@@ -83,7 +91,9 @@ def up(
         for error in exc.errors():
             field = "".join(str(part) for part in error["loc"]).upper()
             where = f"MAAS_{field}: " if field else ""
-            errors.print(f"[red]configuration error[/]: {where}{error['msg'].removeprefix('Value error, ')}")
+            errors.print(
+                f"[red]configuration error[/]: {_plain(where)}{_plain(error['msg'].removeprefix('Value error, '))}"
+            )
         raise typer.Exit(2) from None
     serve(settings, host, port, demo)
 
@@ -236,8 +246,8 @@ def _bounds(schema: dict[str, Any]) -> str:
 def _print_family(family: dict[str, Any]) -> None:
     schema = family.get("hyperparameters", {})
     table = Table(
-        title=f"{family['name']}: {family.get('description', '')}",
-        caption=f"data: {family.get('data', '?')}  tasks: {', '.join(family.get('tasks', []))}",
+        title=_plain(f"{family['name']}: {family.get('description', '')}"),
+        caption=_plain(f"data: {family.get('data', '?')}  tasks: {', '.join(family.get('tasks', []))}"),
         title_justify="left",
     )
     for header in ("hyperparameter", "default", "bounds / choices", "description"):
@@ -245,10 +255,10 @@ def _print_family(family: dict[str, Any]) -> None:
     for name, field in schema.get("properties", {}).items():
         resolved = schema.get("$defs", {}).get(field.get("$ref", "").rsplit("/", 1)[-1], field)
         table.add_row(
-            name,
-            json.dumps(field.get("default")),
-            _bounds(resolved) or str(resolved.get("type", "")),
-            field.get("description", ""),
+            _plain(name),
+            _plain(json.dumps(field.get("default"))),
+            _plain(_bounds(resolved) or resolved.get("type", "")),
+            _plain(field.get("description", "")),
         )
     console.print(table)
 
