@@ -173,6 +173,10 @@ def _parse_jsonl(text: str, max_columns: int | None) -> pd.DataFrame:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _invalid(f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})", line=number) from None
+        except ValueError:  # an integer of more than 4,300 digits (Python's int-conversion limit)
+            raise _invalid(
+                f"line {number} holds a number with more than 4,300 digits; store such values as strings", line=number
+            ) from None
         if not isinstance(record, dict):
             raise _invalid(
                 f"line {number} is a JSON {type(record).__name__}, not an object; each line must be one "

@@ -62,3 +62,9 @@ def test_too_many_keys() -> None:
     with pytest.raises(InvalidInput) as caught:
         read_table(line.encode(), "wide.jsonl", max_columns=3)
     assert "4 columns" in caught.value.detail and "at most 3" in caught.value.detail
+
+
+def test_a_number_too_long_for_python_is_a_422_naming_the_line() -> None:
+    # json.loads raises a plain ValueError (not JSONDecodeError) past 4,300 digits: it was a 500
+    error = _error(b'{"a": 1}\n{"a": 1' + b"0" * 5000 + b"}\n")
+    assert "line 2" in error.detail and "digits" in error.detail and error.errors[0]["line"] == 2
