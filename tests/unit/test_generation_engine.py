@@ -204,3 +204,18 @@ def test_greedy_matches_generate_alone_and_batched(family: str, request: pytest.
         assert model.context_length == (256 if family == "gpt2" else 512)
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 5e-324])
+@pytest.mark.parametrize("top_p", [1.0, 0.5])
+def test_a_tiny_temperature_samples_the_best_token_instead_of_failing(temperature: float, top_p: float) -> None:
+    # temperature=1e-40 overflowed logits / temperature to inf: softmax gave NaN and torch.multinomial raised,
+    # a 500 for the caller (and, in a decode step, a failure of every request in the batch).
+    import torch
+
+    from maas.serving.generation.params import SamplingParams
+    from maas.serving.generation.sampling import TokenSampler
+
+    logits = torch.tensor([1.0, 30.0, -5.0, 29.5], dtype=torch.float32)
+    sampler = TokenSampler(SamplingParams(max_tokens=4, temperature=temperature, top_p=top_p, seed=1), 0)
+    assert [sampler.choose(logits) for _ in range(5)] == [1] * 5

@@ -8,6 +8,8 @@ import torch
 
 from maas.serving.generation.params import SamplingParams
 
+_MIN_TEMPERATURE = 1e-6
+
 
 class TokenSampler:
     """One choice's sampling state: its seeded generator and the tokens it has produced (for penalties)."""
@@ -41,7 +43,10 @@ class TokenSampler:
         return logits - penalty
 
     def _sample(self, logits: torch.Tensor) -> int:
-        scaled = logits / self.params.temperature
+        # Shifted so the best logit is 0 before dividing: a tiny temperature (1e-40, or 5e-324 that float32
+        # rounds to 0) would otherwise overflow to inf and softmax to NaN, failing the request (or, in a decode
+        # step, every request of the batch). The floor keeps 0/temperature defined; below it sampling is greedy.
+        scaled = (logits - logits.max()) / max(self.params.temperature, _MIN_TEMPERATURE)
         top_p = self.params.top_p
         if top_p < 1.0:
             ordered, order = torch.sort(scaled, descending=True)
