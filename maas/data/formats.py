@@ -177,6 +177,12 @@ def _parse_jsonl(text: str, max_columns: int | None) -> pd.DataFrame:
             raise _invalid(
                 f"line {number} holds a number with more than 4,300 digits; store such values as strings", line=number
             ) from None
+        except RecursionError:  # thousands of nested brackets: refused below anyway, but the parser gives up first
+            raise _invalid(
+                f"line {number} nests arrays or objects too deeply to read; a table cell must be a string, number, "
+                "boolean or null",
+                line=number,
+            ) from None
         if not isinstance(record, dict):
             raise _invalid(
                 f"line {number} is a JSON {type(record).__name__}, not an object; each line must be one "

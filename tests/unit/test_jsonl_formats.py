@@ -68,3 +68,9 @@ def test_a_number_too_long_for_python_is_a_422_naming_the_line() -> None:
     # json.loads raises a plain ValueError (not JSONDecodeError) past 4,300 digits: it was a 500
     error = _error(b'{"a": 1}\n{"a": 1' + b"0" * 5000 + b"}\n")
     assert "line 2" in error.detail and "digits" in error.detail and error.errors[0]["line"] == 2
+
+
+def test_deeply_nested_brackets_are_a_422_naming_the_line() -> None:
+    # json.loads raises RecursionError on ~100k nested brackets: it was a 500
+    error = _error(b'{"a": 1}\n{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
+    assert "line 2" in error.detail and "too deeply" in error.detail
