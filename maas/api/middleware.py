@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maas.api.metrics import ApiMetrics
+from maas.api.openai.errors import is_openai_path
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class RequestBodyLimits:
         hard_limit = rule.limit + rule.framing_allowance
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > hard_limit:
-            await _send_413(send, rule)
+            await _send_413(send, rule, scope["path"])
             return
         received = 0
         response_started = False
@@ -62,7 +63,7 @@ class RequestBodyLimits:
                 if received > hard_limit:
                     refused = True
                     if not response_started:
-                        await _send_413(send, rule)
+                        await _send_413(send, rule, scope["path"])
                     # The app sees a client that went away: it stops reading, and its own answer is dropped.
                     return {"type": "http.disconnect"}
             return message
@@ -78,20 +79,20 @@ class RequestBodyLimits:
         await self.app(scope, counting_receive, guarded_send)
 
 
-async def _send_413(send: Send, rule: BodyLimit) -> None:
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"the request body is over the limit of {rule.limit} bytes ({rule.setting})",
-        }
-    ).encode()
+async def _send_413(send: Send, rule: BodyLimit, path: str) -> None:
+    detail = f"the request body is over the limit of {rule.limit} bytes ({rule.setting})"
+    if is_openai_path(path):
+        # The openai SDK reads ``error.message``: a problem+json body would surface as an error without a message.
+        error = {"message": detail, "type": "invalid_request_error", "param": None, "code": "request_too_large"}
+        body, content_type = json.dumps({"error": error}).encode(), b"application/json"
+    else:
+        problem = {"type": "about:blank", "title": "Payload too large", "status": 413, "detail": detail}
+        body, content_type = json.dumps(problem).encode(), b"application/problem+json"
     await send(
         {
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})

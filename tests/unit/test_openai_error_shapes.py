@@ -1,0 +1,50 @@
+"""/v1 answers every error in OpenAI's envelope, also those raised before a route runs (body limits)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from maas.api.middleware import BodyLimit, RequestBodyLimits
+
+
+def _call_with_big_body(path: str) -> tuple[int, dict[bytes, bytes], Any]:
+    async def never_called(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the body is over the limit: the app must not run")
+
+    app = RequestBodyLimits(
+        never_called,
+        request=BodyLimit(100, "MAAS_MAX_REQUEST_BYTES"),
+        upload=BodyLimit(1000, "MAAS_MAX_UPLOAD_BYTES"),
+        upload_paths=frozenset(),
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"x" * 101, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-length", b"101")]}
+    asyncio.run(app(scope, receive, send))
+    start, body = sent
+    return start["status"], dict(start["headers"]), json.loads(body["body"])
+
+
+def test_a_body_over_the_limit_on_v1_is_an_openai_error() -> None:
+    # It was problem+json on /v1 too: the SDK's APIStatusError then had no error.message to show.
+    status, headers, body = _call_with_big_body("/v1/chat/completions")
+    assert status == 413
+    assert headers[b"content-type"] == b"application/json"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert "MAAS_MAX_REQUEST_BYTES" in body["error"]["message"]
+    assert body["error"]["type"] == "invalid_request_error"
+
+
+def test_a_body_over_the_limit_on_the_native_api_stays_problem_json() -> None:
+    status, headers, body = _call_with_big_body("/api/v1/endpoints/x/predict")
+    assert status == 413
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert body["status"] == 413 and "MAAS_MAX_REQUEST_BYTES" in body["detail"]
