@@ -122,7 +122,16 @@ class RecommenderModel:
         return int(item) if self.item_as_int else item
 
     def _user_id(self, user: str) -> int | str:
-        return int(user) if self.user_as_int and user.lstrip("-").isdigit() else user
+        # As an int only when it is one written plainly: str.isdigit() also accepts "²" and "--5", which
+        # int() refuses (that was a 500), and "007" echoed as 7 would hide that it matched no user.
+        if self.user_as_int:
+            try:
+                number = int(user)
+            except ValueError:
+                return user
+            if str(number) == user:
+                return number
+        return user
 
     def _scores(self, user: int) -> np.ndarray:
         scores: np.ndarray = self.item_factors @ self.user_factors[user] + self.item_bias

@@ -119,3 +119,17 @@ def test_each_answer_takes_well_under_a_millisecond(model: RecommenderModel) -> 
     started = time.perf_counter()
     model.run(queries)
     assert (time.perf_counter() - started) / len(instances) < 1e-3
+
+
+def test_an_unknown_user_of_an_int_id_model_is_echoed_as_sent(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # "²" and "--5" passed str.isdigit() after lstrip("-") and then int() raised: a 500 on predict
+    frame = ratings_frame(n_users=12, n_items=15, per_user=8)
+    frame["user"] = frame["user"].str.removeprefix("u").astype(int)
+    trained = train_job(csv_data(frame), spec("rating"), tmp_path_factory.mktemp("ckpt"), lambda r: None, lambda: False)
+    identity = ModelIdentity(model_version_id="mv_int", model_name="recs", version=1)
+    model = load_servable("recommender-mf", identity, trained.artifact, trained.preprocessing, trained.signature)
+    assert isinstance(model, RecommenderModel) and model.user_as_int
+    sent = ["²", "--5", "007", "-0", "1" + "0" * 5000, "3", 3]
+    answers = ask(model, [{"user": user, "k": 2} for user in sent])
+    assert [answer["user"] for answer in answers] == ["²", "--5", "007", "-0", "1" + "0" * 5000, 3, 3]
+    assert [answer["cold_start"] for answer in answers] == [True] * 5 + [False, False]
