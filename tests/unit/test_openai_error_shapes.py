@@ -6,7 +6,12 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+from pydantic import BaseModel, ValidationError
+
 from maas.api.middleware import BodyLimit, RequestBodyLimits
+from maas.api.openai.chat_schemas import ChatCompletionRequest, CompletionRequest
+from maas.api.openai.schemas import EmbeddingRequest
 
 
 def _call_with_big_body(path: str) -> tuple[int, dict[bytes, bytes], Any]:
@@ -48,3 +53,27 @@ def test_a_body_over_the_limit_on_the_native_api_stays_problem_json() -> None:
     assert status == 413
     assert headers[b"content-type"] == b"application/problem+json"
     assert body["status"] == 413 and "MAAS_MAX_REQUEST_BYTES" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "body"),
+    [
+        (EmbeddingRequest, '{"model": "m", "input": ["fine", "\\ud800"]}'),
+        (CompletionRequest, '{"model": "m", "prompt": "a \\udfff b"}'),
+        (ChatCompletionRequest, '{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}'),
+        (
+            ChatCompletionRequest,
+            '{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "x\\udc00"}]}]}',
+        ),
+    ],
+)
+def test_a_lone_surrogate_is_refused_by_the_schema(schema: type[BaseModel], body: str) -> None:
+    # Valid JSON, but no character: the tokenizer raised a TypeError, a 500 on all three routes. FastAPI parses
+    # the body with json.loads (which keeps the surrogate), then validates the object: so does this test.
+    with pytest.raises(ValidationError, match="lone UTF-16 surrogate"):
+        schema.model_validate(json.loads(body))
+
+
+def test_a_surrogate_pair_is_a_character_and_accepted() -> None:
+    request = EmbeddingRequest.model_validate(json.loads('{"model": "m", "input": "\\ud83d\\ude00 ok"}'))
+    assert request.input == "\U0001f600 ok"

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from maas.api.openai.schemas import valid_unicode
 from maas.serving.generation.params import MAX_CHOICES, MAX_STOP_STRINGS
 
 # Far above any context we serve; a larger number is a client bug answered before tokenizing anything.
@@ -63,6 +64,8 @@ class ChatCompletionRequest(_Sampling):
     response_format: dict[str, Any] | None = None
     top_logprobs: int | None = None
 
+    _unicode = field_validator("messages")(valid_unicode)
+
 
 class CompletionRequest(_Sampling):
     prompt: str | list[int] | list[str] | list[list[int]] = Field(
@@ -71,6 +74,8 @@ class CompletionRequest(_Sampling):
     echo: bool | None = False
     suffix: str | None = None
     best_of: int | None = None
+
+    _unicode = field_validator("prompt")(valid_unicode)
 
 
 class Usage(BaseModel):

@@ -9,6 +9,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own bound on inputs per request
 
 
+def valid_unicode(value: Any) -> Any:
+    """``value`` unchanged, or a ValueError when a text in it holds a lone UTF-16 surrogate.
+
+    JSON may spell one (``"\\ud800"``) and Python decodes it, but it is no character: the tokenizers refuse
+    such a string with a TypeError, which was a 500 instead of an answer saying what to fix."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"the text holds a lone UTF-16 surrogate at character {exc.start}, which is not valid Unicode"
+                ) from None
+    elif isinstance(value, list):
+        for item in value:
+            valid_unicode(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            valid_unicode(item)
+    return value
+
+
 class ModelObject(BaseModel):
     id: str = Field(examples=["all-minilm-l6-v2"])
     object: Literal["model"] = "model"
@@ -48,6 +70,8 @@ class EmbeddingRequest(BaseModel):
         if isinstance(value, list) and len(value) > MAX_EMBEDDING_INPUTS:
             raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request, got {len(value)}: split the batch")
         return value
+
+    _unicode = field_validator("input")(valid_unicode)
 
 
 class EmbeddingObject(BaseModel):
