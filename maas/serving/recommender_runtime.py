@@ -30,6 +30,7 @@ from maas.serving.servable import ModelIdentity
 
 DEFAULT_K = 10
 _FIELDS = frozenset({"user", "item", "k"})
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +124,14 @@ class RecommenderModel:
 
     def _user_id(self, user: str) -> int | str:
         # As an int only when it is one written plainly: str.isdigit() also accepts "²" and "--5", which
-        # int() refuses (that was a 500), and "007" echoed as 7 would hide that it matched no user.
+        # int() refuses (that was a 500), and "007" echoed as 7 would hide that it matched no user. Past
+        # 64 bits it stays a string: no trained id is that large, and orjson cannot write it (a 500 too).
         if self.user_as_int:
             try:
                 number = int(user)
             except ValueError:
                 return user
-            if str(number) == user:
+            if str(number) == user and _INT64_MIN <= number <= _INT64_MAX:
                 return number
         return user
 

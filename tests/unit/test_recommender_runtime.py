@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
 import torch
@@ -129,7 +130,9 @@ def test_an_unknown_user_of_an_int_id_model_is_echoed_as_sent(tmp_path_factory: 
     identity = ModelIdentity(model_version_id="mv_int", model_name="recs", version=1)
     model = load_servable("recommender-mf", identity, trained.artifact, trained.preprocessing, trained.signature)
     assert isinstance(model, RecommenderModel) and model.user_as_int
-    sent = ["²", "--5", "007", "-0", "1" + "0" * 5000, "3", 3]
+    # and an int id past 64 bits came back as an int that orjson cannot write: a 500 as well
+    sent = ["²", "--5", "007", "-0", "1" + "0" * 5000, 10**100, "3", 3]
     answers = ask(model, [{"user": user, "k": 2} for user in sent])
-    assert [answer["user"] for answer in answers] == ["²", "--5", "007", "-0", "1" + "0" * 5000, 3, 3]
-    assert [answer["cold_start"] for answer in answers] == [True] * 5 + [False, False]
+    assert [answer["user"] for answer in answers] == ["²", "--5", "007", "-0", "1" + "0" * 5000, str(10**100), 3, 3]
+    assert [answer["cold_start"] for answer in answers] == [True] * 6 + [False, False]
+    orjson.dumps(answers)
