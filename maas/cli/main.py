@@ -177,6 +177,8 @@ def _column_roles(pairs: list[str]) -> dict[str, str] | None:
         role, sep, column = pair.partition("=")
         if not sep or not role or not column:
             raise typer.BadParameter(f"--column takes ROLE=COLUMN (e.g. text=review), got {pair!r}")
+        if role in roles and roles[role] != column:  # the last one silently won: say which to keep instead
+            raise typer.BadParameter(f"--column {role}= is given twice ({roles[role]!r} and {column!r}); keep one")
         roles[role] = column
     return roles or None
 

@@ -47,3 +47,10 @@ def test_error_details_with_brackets_are_printed_whole(monkeypatch: pytest.Monke
         cli._run("http://127.0.0.1:9", "key", fail)
     shown = errors.export_text()
     assert detail in shown and "x: [bold]" in shown
+
+
+def test_a_column_role_given_twice_is_refused_not_overwritten() -> None:
+    assert cli._column_roles(["text=review", "user=uid"]) == {"text": "review", "user": "uid"}
+    assert cli._column_roles(["text=review", "text=review"]) == {"text": "review"}
+    with pytest.raises(typer.BadParameter, match="given twice"):
+        cli._column_roles(["text=review", "text=stars"])
