@@ -42,6 +42,16 @@ def _bad_line(line_number: int, message: str) -> InvalidInput:
     return InvalidInput(detail, errors=[{"loc": [*_FILE_LOC, f"line {line_number}"], "msg": message}])
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a text holding a lone UTF-16 surrogate (JSON may spell ``"\\ud800"``), which is no character:
+    it cannot be written to Parquet or tokenized, so it is refused where the line is named."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
     """A conversation checked: a list of {"role", "content"} with known roles and at least one assistant
     message. ``where`` prefixes the error (``"line 3"``)."""
@@ -58,6 +68,8 @@ def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
             raise InvalidInput(f"{where}: messages[{index}].role must be one of {', '.join(ROLES)}, not {role!r}")
         if not isinstance(content, str):
             raise InvalidInput(f"{where}: messages[{index}].content must be a string")
+        if not _is_unicode(content):
+            raise InvalidInput(f"{where}: messages[{index}].content holds a lone UTF-16 surrogate (not valid Unicode)")
         unknown = sorted(set(message) - {"role", "content", "name", "weight"})
         if unknown:
             raise InvalidInput(f"{where}: messages[{index}] has unsupported fields {unknown}")
@@ -86,6 +98,8 @@ def _record(line_number: int, value: Any) -> tuple[RecordShape, dict[str, Any]]:
             raise _bad_line(line_number, "'prompt' and 'completion' must both be strings")
         if not completion:
             raise _bad_line(line_number, "'completion' is empty: there is nothing to learn from this line")
+        if not (_is_unicode(prompt) and _is_unicode(completion)):
+            raise _bad_line(line_number, "'prompt' or 'completion' holds a lone UTF-16 surrogate (not valid Unicode)")
         extra = sorted(set(value) - {PROMPT_COLUMN, COMPLETION_COLUMN})
         if extra:
             raise _bad_line(line_number, f"unexpected fields {extra} beside 'prompt' and 'completion'")
@@ -111,6 +125,8 @@ def parse_jsonl(content: bytes, *, max_records: int = 1_000_000) -> Records:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _bad_line(line_number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:  # ``[[[[...]]]]`` a million deep: no record is shaped like that
+            raise _bad_line(line_number, "the JSON is nested too deeply") from None
         line_shape, row = _record(line_number, value)
         if shape is not None and line_shape != shape:
             raise _bad_line(line_number, f"this line is a {line_shape} record but earlier lines are {shape} records")
