@@ -219,3 +219,28 @@ def test_a_tiny_temperature_samples_the_best_token_instead_of_failing(temperatur
     logits = torch.tensor([1.0, 30.0, -5.0, 29.5], dtype=torch.float32)
     sampler = TokenSampler(SamplingParams(max_tokens=4, temperature=temperature, top_p=top_p, seed=1), 0)
     assert [sampler.choose(logits) for _ in range(5)] == [1] * 5
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}",
+        "{{ ''.__class__.__mro__ }}",  # refused by transformers' Jinja sandbox
+        "{{ messages[0]['content'] + 1 }}",  # a template bug: TypeError
+    ],
+)
+def test_a_chat_template_that_raises_is_a_chat_template_error(lm: Any, template: str) -> None:
+    # Mistral-style templates raise on a system message or roles out of turn; a tenant's template may be
+    # anything. Each of these reached /v1/chat/completions as an unhandled exception: a 500.
+    import copy
+    import dataclasses
+
+    from maas.serving.generation.service import ChatTemplateFailed, LoadedGenerator
+
+    tokenizer = copy.deepcopy(lm.tokenizer)
+    tokenizer.chat_template = template
+    model = LoadedGenerator(
+        name="tiny", lm=dataclasses.replace(lm, tokenizer=tokenizer, has_chat_template=True), engine=None
+    )  # type: ignore[arg-type]
+    with pytest.raises(ChatTemplateFailed, match="chat template of model 'tiny'"):
+        model.chat_prompt([{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}])

@@ -16,6 +16,7 @@ from maas.api.auth import State, TenantCaller
 from maas.api.openai.chat_schemas import ChatCompletion, ChatCompletionRequest
 from maas.api.openai.completions import (
     CLIENT_CLOSED_REQUEST,
+    TOKENIZE_INLINE_CHARS,
     Generation,
     RunningGeneration,
     bounded,
@@ -29,7 +30,7 @@ from maas.api.openai.completions import (
 )
 from maas.api.openai.errors import OpenAIError
 from maas.api.openai.models import Runtime
-from maas.serving.generation.service import NoChatTemplate
+from maas.serving.generation.service import ChatTemplateFailed, NoChatTemplate
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["openai"])
 
@@ -124,9 +125,15 @@ async def create_chat_completion(
     resolved, model = await causal_lm(state, runtime, service, caller.tenant_id, body.model)
     try:
         size = sum(len(message["content"]) for message in messages)
+        if not resolved.platform:
+            # A tenant's own chat template is a Jinja program with no time limit (nested loops can run for
+            # minutes): it never runs on the event loop, where it would stall every other request.
+            size = TOKENIZE_INLINE_CHARS + 1
         prompt = await off_loop_if_long(size, model.chat_prompt, messages)
     except NoChatTemplate as exc:
         raise OpenAIError(str(exc), param="model", code="model_not_supported") from exc
+    except ChatTemplateFailed as exc:
+        raise OpenAIError(str(exc), param="messages", code="invalid_chat_template") from exc
     max_tokens = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     try:

@@ -44,6 +44,11 @@ class NoChatTemplate(ValueError):
     pass
 
 
+class ChatTemplateFailed(ValueError):
+    """The model's chat template raised while rendering a conversation (its ``raise_exception``, e.g. "roles
+    must alternate user/assistant", or a template the sandbox refuses): the request's or the model's fault."""
+
+
 @dataclass
 class LoadedGenerator:
     name: str
@@ -58,7 +63,15 @@ class LoadedGenerator:
         """Token ids of the conversation rendered by the model's own chat template, ready for the reply."""
         if not self.lm.has_chat_template:
             raise NoChatTemplate(f"model '{self.name}' has no chat template; use /v1/completions with a plain prompt")
-        text = str(self.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        try:
+            text = str(self.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        except Exception as exc:
+            # A template is the model's own Jinja program: any error it raises (jinja2's TemplateError from
+            # ``raise_exception`` or the sandbox, a TypeError of a template bug) is about this conversation or
+            # this model, not the server: it was a 500.
+            raise ChatTemplateFailed(
+                f"the chat template of model '{self.name}' could not render this conversation: {exc}"
+            ) from exc
         # The template already wrote the special tokens (BOS, role markers): add none.
         ids: list[int] = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
