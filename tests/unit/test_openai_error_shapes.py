@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from maas.api.middleware import BodyLimit, RequestBodyLimits
 from maas.api.openai.chat_schemas import ChatCompletionRequest, CompletionRequest
+from maas.api.openai.errors import from_validation_errors, openai_error
 from maas.api.openai.schemas import EmbeddingRequest
 
 
@@ -77,3 +78,26 @@ def test_a_lone_surrogate_is_refused_by_the_schema(schema: type[BaseModel], body
 def test_a_surrogate_pair_is_a_character_and_accepted() -> None:
     request = EmbeddingRequest.model_validate(json.loads('{"model": "m", "input": "\\ud83d\\ude00 ok"}'))
     assert request.input == "\U0001f600 ok"
+
+
+def _error(response: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(response.body)["error"]
+    return body
+
+
+def test_a_method_not_allowed_is_the_callers_error_not_the_servers() -> None:
+    # 405 was typed "server_error" (the fallback for any status not listed).
+    assert _error(openai_error(405, "Method Not Allowed"))["type"] == "invalid_request_error"
+    assert _error(openai_error(502, "bad gateway"))["type"] == "server_error"
+
+
+def test_a_body_that_is_not_json_names_no_field() -> None:
+    # FastAPI's loc is ("body", <offset>): the answer named param "1" and said "1: JSON decode error".
+    error = _error(from_validation_errors([{"loc": ["body", 1], "msg": "JSON decode error", "type": "json_invalid"}]))
+    assert error["param"] is None and error["code"] == "invalid_json"
+    assert error["message"] == "the request body is not valid JSON"
+
+
+def test_a_missing_body_is_named_body() -> None:
+    error = _error(from_validation_errors([{"loc": ["body"], "msg": "Field required", "type": "missing"}]))
+    assert error["message"] == "the request is invalid: body: Field required" and error["param"] is None

@@ -47,16 +47,16 @@ def is_openai_path(path: str) -> bool:
 
 
 def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
-    body = {
-        "error": {"message": message, "type": _TYPE_OF_STATUS.get(status, "server_error"), "param": param, "code": code}
-    }
+    # A status not listed (405, 408, ...) is still the client's: only 5xx are server errors.
+    kind = _TYPE_OF_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _param(errors: list[dict[str, Any]] | None) -> str | None:
     """The request field an error names: the last non-index part of its ``loc`` after ``body``."""
-    if not errors:
+    if not errors or errors[0].get("type") == "json_invalid":  # its loc is ("body", <character offset>)
         return None
     loc = [part for part in errors[0].get("loc", []) if part not in ("body", "query", "path")]
     return ".".join(str(part) for part in loc) or None
@@ -80,5 +80,8 @@ def from_domain_error(exc: MaasError, status: int) -> JSONResponse:
 
 def from_validation_errors(errors: list[dict[str, Any]]) -> JSONResponse:
     """Schema violations (a bound like ``n <= 8``, a wrong type) are 422, checked before any work is done."""
-    named = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in errors[:5])
+    if errors and errors[0].get("type") == "json_invalid":
+        return openai_error(422, "the request body is not valid JSON", code="invalid_json")
+    # A missing body has loc ("body",): named as such rather than as an empty field name.
+    named = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors[:5])
     return openai_error(422, f"the request is invalid: {named}", param=_param(errors), code="invalid_request")
