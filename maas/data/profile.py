@@ -170,9 +170,12 @@ def _stats(kind: ColumnType, present: pd.Series[Any]) -> dict[str, Any]:
     if kind == "datetime":
         return _datetime_stats(present)
     stats: dict[str, Any] = {"top": _top_values(present)}
-    if kind == "text":
+    if kind in ("text", "categorical"):
         lengths = present.astype(str).str.len()
-        stats["mean_length"] = finite_float(lengths.mean()) if len(lengths) else None
+        if kind == "text":
+            stats["mean_length"] = finite_float(lengths.mean()) if len(lengths) else None
+        # lets a text family refuse an over-long text at submit instead of failing the job in a worker
+        stats["max_length"] = int(lengths.max()) if len(lengths) else 0
     return stats
 
 

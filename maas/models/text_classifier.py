@@ -158,6 +158,14 @@ def plan(dataset: DatasetInfo, request: PlanRequest) -> JobPlan:
         )
     if dataset.row_count < MIN_ROWS:
         raise _field_error("dataset_id", f"the dataset has {dataset.row_count} rows; at least {MIN_ROWS} are needed")
+    # Refused here, before a worker is spent on it (versions profiled before the stat existed fail in the job).
+    longest = ((dataset.column(text) or {}).get("stats") or {}).get("max_length")
+    if isinstance(longest, int) and longest > MAX_TEXT_CHARS:
+        raise _field_error(
+            "columns",
+            f"column '{text}' holds a text of {longest:,} characters; at most {MAX_TEXT_CHARS:,} are accepted: "
+            "split long documents into passages (one row each) and upload the dataset again",
+        )
     return JobPlan(task="classification", target=target, roles={"text": text})
 
 

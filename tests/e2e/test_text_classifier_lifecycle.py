@@ -1,5 +1,5 @@
 """``text-classifier`` over HTTP: upload a CSV and a JSONL text dataset, train, deploy, predict raw strings,
-and the 4xx cases (empty, megabyte and non-string texts; an over-long text in a dataset fails its job)."""
+and the 4xx cases (empty, megabyte and non-string texts; an over-long text in a dataset is refused at submit)."""
 
 from __future__ import annotations
 
@@ -101,17 +101,18 @@ def test_bad_instances_get_clear_4xx(deployed: dict[str, Any], instances: list[A
     assert refused.value.status == status and words in refused.value.problem["detail"]
 
 
-def test_over_long_text_in_a_dataset_fails_the_job_and_registers_nothing(deployed: dict[str, Any]) -> None:
+def test_over_long_text_in_a_dataset_is_refused_at_submit_and_registers_nothing(deployed: dict[str, Any]) -> None:
+    # it used to be accepted and fail the job in a worker; the dataset profile's max_length stops it at submit
     client: Client = deployed["client"]
     frame = reviews(60, seed=3)
     frame.loc[4, "review"] = "word " * 25_000
     dataset = client.upload_dataset_bytes(csv_bytes(frame), "long.csv", name="long")
-    job = client.train(
-        dataset["id"], "verdict", family="text-classifier", model_name="long", columns={"text": "review"}
-    )
-    finished = client.wait_for_job(job["id"], timeout=120)
-    assert finished["state"] == "failed"
-    assert "row 5" in json.dumps(finished) and "100000" in json.dumps(finished)
+    jobs_before = len(client.list_jobs())
+    with pytest.raises(MaasAPIError) as refused:
+        client.train(dataset["id"], "verdict", family="text-classifier", model_name="long", columns={"text": "review"})
+    assert refused.value.status == 422
+    assert "125,000 characters" in refused.value.problem["detail"] and "100,000" in refused.value.problem["detail"]
+    assert len(client.list_jobs()) == jobs_before
     with pytest.raises(MaasAPIError) as missing:
         client.get_model("long")
     assert missing.value.status == 404

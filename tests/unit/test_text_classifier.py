@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from maas.data.profile import profile_columns
 from maas.data.text import MAX_TEXT_CHARS, instance_text
 from maas.errors import InvalidInput, PayloadTooLarge
 from maas.models.base import DatasetInfo, PlanRequest
@@ -92,6 +93,22 @@ def test_plan_errors_name_the_field(
         TEXT_CLASSIFIER.plan(dataset(columns), request_)
     assert caught.value.errors[0]["loc"] == ["body", field]
     assert words in caught.value.detail
+
+
+def test_plan_refuses_an_over_long_text_from_the_profile_before_any_job_runs() -> None:
+    # a 2 MB text was accepted at submit and only failed the job in a worker; the profile now has max_length
+    frame = sentences(30)
+    frame.loc[3, "review"] = "word " * 400_000
+    columns = profile_columns(frame)
+    assert next(c for c in columns if c["name"] == "review")["stats"]["max_length"] == 2_000_000
+    with pytest.raises(InvalidInput) as caught:
+        TEXT_CLASSIFIER.plan(dataset(columns), PlanRequest("verdict", None, {"text": "review"}))
+    assert caught.value.errors[0]["loc"] == ["body", "columns"]
+    assert "2,000,000 characters" in caught.value.detail and "split long documents" in caught.value.detail
+    within = profile_columns(sentences(30))
+    assert TEXT_CLASSIFIER.plan(dataset(within), PlanRequest("verdict", None)).roles == {"text": "review"}
+    # a version profiled before max_length existed still plans (its job fails naming the row instead)
+    assert TEXT_CLASSIFIER.plan(dataset([TEXT, LABEL]), PlanRequest("verdict", None)).roles == {"text": "review"}
 
 
 def test_plan_refuses_images() -> None:
