@@ -352,6 +352,11 @@ def _read_parquet(content: bytes, max_bytes: int) -> ImageDataset:
     if any(isinstance(v, float) and not float(v).is_integer() for v in labels):
         raise _invalid(f"label column '{label_name}' holds fractional numbers; labels must be names or integers")
     labels = [int(v) if isinstance(v, float) else v for v in labels]
+    if any(not isinstance(v, str | int) for v in labels):  # a struct or a date is no class name
+        raise _invalid(
+            f"label column '{label_name}' holds {table.schema.field(label_name).type} values; labels must be "
+            "class names or integers"
+        )
     sources = list(_parquet_images(table.column(image_name), image_name))
     if not sources:
         raise _invalid("the Parquet file holds no rows")
@@ -370,7 +375,13 @@ def _parquet_images(column: pa.ChunkedArray, name: str) -> Iterator[PixelSource]
             decode_image(value, where)
             yield bytes(value)
             continue
-        pixels = np.asarray(value) if value and isinstance(value[0], list) else np.asarray(value, dtype=np.float64)
+        try:
+            pixels = np.asarray(value) if value and isinstance(value[0], list) else np.asarray(value, dtype=np.float64)
+        except (ValueError, TypeError):  # ragged rows, or strings in a flat list: numpy raises (was a 500)
+            raise _invalid(
+                f"{where}: the pixels are not a rectangular array of numbers; store each image as nested lists "
+                "[height][width] or [height][width][channels] of 0-255 values"
+            ) from None
         if pixels.ndim == 1:
             side = math.isqrt(pixels.size)
             if side * side != pixels.size:

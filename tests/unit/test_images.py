@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -114,6 +116,30 @@ def test_parquet_with_png_bytes_or_nested_pixel_lists() -> None:
     nested.to_parquet(buffer)
     profile = inspect(buffer.getvalue(), "d.parquet")
     assert (profile.columns[0]["height"], profile.columns[0]["width"]) == (3, 4)
+
+
+def _parquet(columns: dict[str, list[Any]]) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("images", "words"),
+    [
+        ([[[1, 2], [3]], [[1, 2], [3, 4]]], "row 0: the pixels are not a rectangular array of numbers"),
+        ([["a", "b", "c", "d"], ["a", "b", "c", "d"]], "row 0: the pixels are not a rectangular array of numbers"),
+    ],
+)
+def test_parquet_pixel_lists_numpy_cannot_stack_are_named(images: list[Any], words: str) -> None:
+    # numpy raised ValueError on ragged rows and on strings in a flat list: a 500 on upload
+    assert words in refused(_parquet({"image": images, "label": ["a", "b"]}), "d.parquet")
+
+
+def test_parquet_struct_labels_are_refused() -> None:
+    # a struct label was accepted as a class and stringified
+    content = _parquet({"image": [png(np.zeros((4, 4))), png(np.ones((4, 4)))], "label": [{"a": 1}, {"a": 2}]})
+    assert "labels must be class names or integers" in refused(content, "d.parquet")
 
 
 def test_parquet_png_column_converts_like_the_same_pixels_in_an_npz() -> None:
