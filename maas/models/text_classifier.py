@@ -57,7 +57,12 @@ class TextClassifierHyperparameters(BaseModel):
     bigrams: int = Field(
         default=50_000, ge=0, le=200_000, description="Most frequent training bigrams in the bag; 0 = none."
     )
-    members: int = Field(default=1, ge=1, le=8, description="Networks trained side by side and averaged (an ensemble).")
+    members: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Networks trained side by side and averaged (an ensemble); 1 halves the time.",
+    )
     dropout: float = Field(default=0.5, ge=0.0, le=0.9)
     token_dropout: float = Field(default=0.3, ge=0.0, le=0.9, description="Share of tokens hidden in training.")
     tokenizer: Literal["wordpiece", "bpe"] = "wordpiece"
