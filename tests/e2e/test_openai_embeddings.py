@@ -224,6 +224,21 @@ def test_a_tenants_private_model_is_invisible_to_others(
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("tiny-private")
 
+    # The same files imported by another tenant under its own name share the loaded copy, whose name was the
+    # first importer's: an over-long input's error named 'tiny-private' to the other tenant.
+    response = httpx.post(
+        f"{live.url}/api/v1/models/import",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        files={"file": ("mine.zip", content, "application/zip")},
+        data={"name": "same-weights"},
+        timeout=300,
+    )
+    assert response.status_code == 201, response.text
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.embeddings.create(model="same-weights", input="word " * 100)
+    assert too_long.value.code == "context_length_exceeded"
+    assert "same-weights" in too_long.value.message and "tiny-private" not in too_long.value.message
+
 
 def _tiny_encoder_onnx_tar(tmp: Path) -> bytes:
     """The same tiny BERT exported by hand to ONNX giving token embeddings (the runtime pools them)."""

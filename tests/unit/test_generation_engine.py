@@ -243,4 +243,20 @@ def test_a_chat_template_that_raises_is_a_chat_template_error(lm: Any, template:
         name="tiny", lm=dataclasses.replace(lm, tokenizer=tokenizer, has_chat_template=True), engine=None
     )  # type: ignore[arg-type]
     with pytest.raises(ChatTemplateFailed, match="chat template of model 'tiny'"):
-        model.chat_prompt([{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}])
+        model.chat_prompt([{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}], "tiny")
+
+
+def test_errors_name_the_callers_model_not_the_shared_copys(lm: Any) -> None:
+    # A loaded model is shared by every tenant who imported the same files; its ``name`` is the first
+    # importer's, and the context errors named it to the others (another tenant's private model name).
+    from maas.serving.generation.service import LoadedGenerator, NoChatTemplate, PromptTooLong
+
+    shared = LoadedGenerator(name="alpha-secret-project", lm=lm, engine=None)  # type: ignore[arg-type]
+    for call in (
+        lambda: shared.bounded_max_tokens(10, 10**6, prompt_param="prompt", model_name="beta-model"),
+        lambda: shared.bounded_max_tokens(10**6, None, prompt_param="prompt", model_name="beta-model"),
+        lambda: shared.chat_prompt([{"role": "user", "content": "hi"}], "beta-model"),
+    ):
+        with pytest.raises((PromptTooLong, NoChatTemplate)) as refused:
+            call()
+        assert "beta-model" in str(refused.value) and "alpha-secret" not in str(refused.value)

@@ -129,7 +129,7 @@ async def create_chat_completion(
             # A tenant's own chat template is a Jinja program with no time limit (nested loops can run for
             # minutes): it never runs on the event loop, where it would stall every other request.
             size = TOKENIZE_INLINE_CHARS + 1
-        prompt = await off_loop_if_long(size, model.chat_prompt, messages)
+        prompt = await off_loop_if_long(size, model.chat_prompt, messages, body.model)
     except NoChatTemplate as exc:
         raise OpenAIError(str(exc), param="model", code="model_not_supported") from exc
     except ChatTemplateFailed as exc:
@@ -137,7 +137,7 @@ async def create_chat_completion(
     max_tokens = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     try:
-        limit = bounded(model, len(prompt), max_tokens, "messages")
+        limit = bounded(model, body.model, len(prompt), max_tokens, "messages")
     except OpenAIError as exc:
         exc.param = param if exc.param == "max_tokens" else exc.param
         raise

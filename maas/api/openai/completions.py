@@ -109,9 +109,11 @@ def sampling_params(body: _Sampling, max_tokens: int) -> SamplingParams:
     )
 
 
-def bounded(model: LoadedGenerator, prompt_tokens: int, max_tokens: int | None, prompt_param: str) -> int:
+def bounded(
+    model: LoadedGenerator, model_name: str, prompt_tokens: int, max_tokens: int | None, prompt_param: str
+) -> int:
     try:
-        return model.bounded_max_tokens(prompt_tokens, max_tokens, prompt_param=prompt_param)
+        return model.bounded_max_tokens(prompt_tokens, max_tokens, prompt_param=prompt_param, model_name=model_name)
     except PromptTooLong as exc:
         raise OpenAIError(str(exc), param=exc.param, code="context_length_exceeded") from exc
 
@@ -277,7 +279,7 @@ async def create_completion(
     stop_strings(body.stop)  # checked before the model is loaded
     resolved, model = await causal_lm(state, runtime, service, caller.tenant_id, body.model)
     prompt = await off_loop_if_long(len(str(body.prompt)), _completion_prompt, model, body.prompt)
-    params = sampling_params(body, bounded(model, len(prompt), body.max_tokens, "prompt"))
+    params = sampling_params(body, bounded(model, body.model, len(prompt), body.max_tokens, "prompt"))
     generation = start(state, caller.tenant_id, resolved, model, prompt, params, "cmpl-")
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -50,11 +50,12 @@ def _rows(model: EmbeddingModel, request_input: Any) -> Rows:
     return [model.frame(ids) for ids in items]
 
 
-def _check_lengths(model: EmbeddingModel, rows: Rows) -> None:
+def _check_lengths(model: EmbeddingModel, rows: Rows, model_name: str) -> None:
+    # ``model_name`` is the caller's: ``model.name`` is whichever tenant loaded these files first.
     for index, row in enumerate(rows):
         if len(row) > model.max_tokens:
             raise OpenAIError(
-                f"input[{index}] is {len(row)} tokens; model '{model.name}' takes at most {model.max_tokens} "
+                f"input[{index}] is {len(row)} tokens; model '{model_name}' takes at most {model.max_tokens} "
                 "(counting its special tokens): shorten or split the text",
                 param="input",
                 code="context_length_exceeded",
@@ -103,7 +104,7 @@ async def create_embeddings(body: EmbeddingRequest, state: State, caller: Tenant
         rows = await run_in_threadpool(_rows, model, body.input)
     else:
         rows = _rows(model, body.input)
-    _check_lengths(model, rows)
+    _check_lengths(model, rows, body.model)
     vectors = await loaded.embed(rows)
     tokens = sum(len(row) for row in rows)
     state.usage.add(caller.tenant_id, METER, tokens, resolved.model_name)

@@ -51,6 +51,10 @@ class ChatTemplateFailed(ValueError):
 
 @dataclass
 class LoadedGenerator:
+    """One loaded model version, shared by every caller of the same files (tenants who imported the same
+    weights, or the platform's): ``name`` is whoever loaded it first, so answers name the caller's
+    ``model_name`` instead, never another tenant's name for it."""
+
     name: str
     lm: CausalLM
     engine: GenerationEngine
@@ -59,10 +63,10 @@ class LoadedGenerator:
     def context_length(self) -> int:
         return self.lm.context_length
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+    def chat_prompt(self, messages: list[dict[str, Any]], model_name: str) -> list[int]:
         """Token ids of the conversation rendered by the model's own chat template, ready for the reply."""
         if not self.lm.has_chat_template:
-            raise NoChatTemplate(f"model '{self.name}' has no chat template; use /v1/completions with a plain prompt")
+            raise NoChatTemplate(f"model '{model_name}' has no chat template; use /v1/completions with a plain prompt")
         try:
             text = str(self.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         except Exception as exc:
@@ -70,7 +74,7 @@ class LoadedGenerator:
             # ``raise_exception`` or the sandbox, a TypeError of a template bug) is about this conversation or
             # this model, not the server: it was a 500.
             raise ChatTemplateFailed(
-                f"the chat template of model '{self.name}' could not render this conversation: {exc}"
+                f"the chat template of model '{model_name}' could not render this conversation: {exc}"
             ) from exc
         # The template already wrote the special tokens (BOS, role markers): add none.
         ids: list[int] = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -86,11 +90,13 @@ class LoadedGenerator:
     def vocab_size(self) -> int:
         return len(self.lm.tokenizer)
 
-    def bounded_max_tokens(self, prompt_tokens: int, max_tokens: int | None, *, prompt_param: str) -> int:
+    def bounded_max_tokens(
+        self, prompt_tokens: int, max_tokens: int | None, *, prompt_param: str, model_name: str
+    ) -> int:
         context = self.context_length
         if prompt_tokens >= context:
             raise PromptTooLong(
-                f"the prompt is {prompt_tokens} tokens; model '{self.name}' has a context of {context} tokens "
+                f"the prompt is {prompt_tokens} tokens; model '{model_name}' has a context of {context} tokens "
                 "(prompt + reply): shorten the prompt (it is not truncated)",
                 param=prompt_param,
             )
@@ -100,7 +106,7 @@ class LoadedGenerator:
         if max_tokens > room:
             raise PromptTooLong(
                 f"max_tokens is {max_tokens} but the prompt already uses {prompt_tokens} of the {context} tokens of "
-                f"model '{self.name}': ask for at most {room}",
+                f"model '{model_name}': ask for at most {room}",
                 param="max_tokens",
             )
         return max_tokens
