@@ -164,6 +164,8 @@ def plan(dataset: DatasetInfo, request: PlanRequest) -> JobPlan:
         raise _field_error("target", f"an image dataset's target is '{TARGET}' (or leave it out)")
     if request.task not in (None, "classification"):
         raise _field_error("task", f"{FAMILY_NAME} only does classification")
+    if request.columns:  # a role map meant for another family: say so rather than ignore it
+        raise _field_error("columns", f"{FAMILY_NAME} takes no column roles (images and their folder labels)")
     image = dataset.column("image") or {}
     label = dataset.column(TARGET) or {}
     classes = int(label.get("unique", 0))

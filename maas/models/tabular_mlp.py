@@ -125,6 +125,8 @@ def plan(dataset: DatasetInfo, request: PlanRequest) -> JobPlan:
     if dataset.kind != "tabular":
         raise _field_error("family", f"{FAMILY_NAME} trains on tables; dataset '{dataset.name}' is {dataset.kind}")
     names = sorted(column["name"] for column in dataset.columns)
+    if request.columns:  # a role map meant for another family: say so rather than ignore it
+        raise _field_error("columns", f"{FAMILY_NAME} takes no column roles: every column but the target is a feature")
     if request.target is None:
         raise _field_error("target", f"name the column to predict; columns: {names}")
     target_profile = dataset.column(request.target)

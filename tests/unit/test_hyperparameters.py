@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from maas.errors import InvalidInput
 from maas.models import FAMILIES
+from maas.models.base import DatasetInfo, PlanRequest
 from maas.models.tabular_mlp import (
     FAMILY_NAME,
     TabularMLPHyperparameters,
@@ -97,3 +98,12 @@ def test_family_registry() -> None:
     assert schema["additionalProperties"] is False
     assert "learning_rate" in schema["properties"]
     assert family.describe() == describe()
+
+
+@pytest.mark.parametrize("family", ["tabular-mlp", "image-cnn"])
+def test_a_column_role_map_is_refused_by_families_without_roles(family: str) -> None:
+    kind = "images" if family == "image-cnn" else "tabular"
+    columns = [{"name": "label", "type": "categorical", "unique": 2, "missing": 0}, {"name": "x", "type": "numeric"}]
+    dataset = DatasetInfo(name="d", kind=kind, format="csv", row_count=10, columns=columns)
+    with pytest.raises(InvalidInput, match="columns"):
+        FAMILIES[family].plan(dataset, PlanRequest(target="label", task=None, columns={"text": "x"}))
