@@ -177,6 +177,10 @@ def test_cancelling_a_job_stops_it(client: openai.OpenAI, tiny_base: str) -> Non
     job = _wait(client, job.id, timeout=60)
     assert job.status == "cancelled" and job.fine_tuned_model is None
     assert any("cancelled" in event.message for event in client.fine_tuning.jobs.list_events(job.id))
+    # Cancelling it again was a 409 naming 'job_…' (which the SDK retries twice): a 400 naming the ftjob id.
+    with pytest.raises(openai.BadRequestError) as again:
+        client.fine_tuning.jobs.cancel(job.id)
+    assert again.value.code == "job_not_cancellable" and job.id in again.value.message
 
 
 def test_bad_files_and_jobs_get_clear_openai_errors(server: LiveServer, client: openai.OpenAI, tiny_base: str) -> None:

@@ -261,6 +261,16 @@ def cancel_job(job_id: str, state: State, caller: Developer) -> FineTuningJob:
     assert caller.tenant_id is not None
     with state.session() as session:
         job = _owned_job(session, caller.tenant_id, job_id)
+        job_state = JobState(job.state)
+        if job_state.is_terminal:
+            # The jobs service answers 409 naming the native 'job_…' id: the openai SDK retries a 409 twice
+            # before raising, and the id is not the one the caller knows. OpenAI answers this with a 400.
+            raise OpenAIError(
+                f"fine-tuning job '{job_id}' has already {_STATUS[job_state]}; only a queued or running job can "
+                "be cancelled",
+                param="job_id",
+                code="job_not_cancellable",
+            )
         job = jobs.cancel_job(session, tenant_id=caller.tenant_id, job_id=job.id)
         return _job_out(session, caller.tenant_id, job)
 
