@@ -22,6 +22,7 @@ MAX_ENCODED_BYTES = 8 * 1024 * 1024  # per instance; the request body limit usua
 
 
 class ImageOnnxModel:
+    accepted_parameters = frozenset({"top_k"})
     batchable = True
 
     def __init__(

@@ -26,6 +26,16 @@ from maas.singleflight import SingleFlight
 from maas.storage import ArtifactStore
 
 
+def _check_parameters(model: ServableModel, parameters: Mapping[str, Any]) -> None:
+    """A misspelt option (``topk``, or ``k`` sent to an image model) is refused, not silently ignored."""
+    accepted: frozenset[str] = getattr(model, "accepted_parameters", frozenset())
+    unknown = sorted(set(parameters) - accepted)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes none"
+        detail = f"unknown parameters {', '.join(map(repr, unknown))} for this model: {takes}"
+        raise InvalidInput(detail, errors=[{"loc": ["body", "parameters", name], "msg": detail} for name in unknown])
+
+
 class PredictionService:
     def __init__(
         self,
@@ -60,6 +70,7 @@ class PredictionService:
             identity.model_version_id, lambda: self._load(identity)
         )
         model = loaded.model
+        _check_parameters(model, parameters)
         features = model.encode(instances, parameters)
         output = await loaded.batcher.submit(features) if loaded.batcher is not None else model.run(features)
         result = model.decode(output, parameters)

@@ -56,6 +56,7 @@ def _id(value: Any, index: int, field: str) -> str | None:
 class RecommenderModel:
     """A loaded ``recommender-mf`` model (see the module docstring)."""
 
+    accepted_parameters = frozenset({"k"})
     batchable = False
 
     def __init__(

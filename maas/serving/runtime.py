@@ -19,6 +19,7 @@ __all__ = ["ModelIdentity", "TabularOnnxModel"]
 
 
 class TabularOnnxModel:
+    accepted_parameters: frozenset[str] = frozenset()
     batchable = True
     inline_max_rows = 64  # tens of microseconds per call: cheaper on the event loop than a thread hop
 

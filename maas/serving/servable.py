@@ -9,6 +9,9 @@ Every family's serving runtime is a class built by ``cls(identity, artifact, pre
   instance and the adaptive batcher merges requests along axis 0 (concatenate, run once, split);
 - ``decode(output, parameters)`` returns the JSON fields of the response (``predictions`` at least).
 
+A runtime may list the ``parameters`` it understands in ``accepted_parameters`` (a frozenset; default
+none): the server refuses any other with a 422, so a misspelt option is never silently ignored.
+
 A model that is not batchable (say, a recommender answering several kinds of question) is run on the event
 loop as ``decode(run(encode(...)))``: it must be cheap (well under a millisecond per instance).
 """

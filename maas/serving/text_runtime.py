@@ -23,6 +23,7 @@ PAD_TOKEN = "[PAD]"  # noqa: S105 (a tokenizer's special token, not a secret)
 
 
 class TextOnnxModel:
+    accepted_parameters: frozenset[str] = frozenset()
     batchable = True
 
     def __init__(

@@ -334,6 +334,11 @@ def test_predict_instances_not_a_list_of_objects_is_422(owner: dict[str, Any], b
     problem(_predict(owner["client"], body), 422, "instances")
 
 
+def test_predict_with_an_option_the_model_does_not_take_is_422(owner: dict[str, Any]) -> None:
+    """A misspelt or misplaced option (``top_k`` is for image models) is refused, not silently ignored."""
+    problem(_predict(owner["client"], {"instances": [GOOD], "parameters": {"top_k": 3}}), 422, "top_k", "takes none")
+
+
 # --- auth ----------------------------------------------------------------------------------------------
 
 
