@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from maas.api.middleware import BodyLimit, RequestBodyLimits
 from maas.api.openai.chat_schemas import ChatCompletionRequest, CompletionRequest
-from maas.api.openai.errors import from_validation_errors, openai_error
+from maas.api.openai.errors import from_validation_errors, is_openai_path, openai_error
 from maas.api.openai.schemas import EmbeddingRequest
 
 
@@ -101,3 +101,9 @@ def test_a_body_that_is_not_json_names_no_field() -> None:
 def test_a_missing_body_is_named_body() -> None:
     error = _error(from_validation_errors([{"loc": ["body"], "msg": "Field required", "type": "missing"}]))
     assert error["message"] == "the request is invalid: body: Field required" and error["param"] is None
+
+
+def test_v1_itself_is_an_openai_path() -> None:
+    # GET /v1 (no trailing slash) answered a problem+json 404; /v1x and /api/v1 are not OpenAI's.
+    assert is_openai_path("/v1") and is_openai_path("/v1/") and is_openai_path("/v1/models")
+    assert not is_openai_path("/v1x") and not is_openai_path("/api/v1/models") and not is_openai_path("/v2")

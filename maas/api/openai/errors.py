@@ -43,7 +43,8 @@ class OpenAIError(MaasError):
 
 
 def is_openai_path(path: str) -> bool:
-    return path.startswith(PREFIX)
+    # "/v1" itself too: an OpenAI client given a base URL without the trailing path reaches it.
+    return path.startswith(PREFIX) or path == PREFIX.rstrip("/")
 
 
 def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
