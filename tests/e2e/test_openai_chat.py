@@ -183,7 +183,7 @@ def test_unknown_model_and_out_of_bounds_requests(client: openai.OpenAI) -> None
 
 def _active_sequences(live: LiveServer) -> float:
     text = httpx.get(f"{live.url}/metrics", headers={"Authorization": f"Bearer {live.admin_key}"}).text
-    match = re.search(r'maas_generation_active_sequences\{model="' + MODEL + r'"\} (\S+)', text)
+    match = re.search(r'maas_generation_active_sequences\{[^}]*model="' + MODEL + r'"[^}]*\} (\S+)', text)
     assert match, text[-2000:]
     return float(match.group(1))
 

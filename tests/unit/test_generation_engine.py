@@ -260,3 +260,21 @@ def test_errors_name_the_callers_model_not_the_shared_copys(lm: Any) -> None:
         with pytest.raises((PromptTooLong, NoChatTemplate)) as refused:
             call()
         assert "beta-model" in str(refused.value) and "alpha-secret" not in str(refused.value)
+
+
+def test_two_loaded_models_of_one_name_are_two_series(lm: Any) -> None:
+    # A tenant's model may shadow the platform's name: both loaded gave two identical label sets in /metrics,
+    # duplicate series that Prometheus drops.
+    from types import SimpleNamespace
+
+    from maas.serving.generation.service import GenerationCollector, LoadedGenerator
+
+    engine: Any = SimpleNamespace(stats=SimpleNamespace(active_sequences=1, waiting_requests=0))
+    models = [
+        LoadedGenerator(name="smollm2", lm=lm, engine=engine, files_key="a" * 64),
+        LoadedGenerator(name="smollm2", lm=lm, engine=engine, files_key="b" * 64),
+    ]
+    service: Any = SimpleNamespace(loaded=lambda: models)
+    for family in GenerationCollector(service).collect():
+        labels = [tuple(sorted(sample.labels.items())) for sample in family.samples]
+        assert len(set(labels)) == 2, labels

@@ -58,6 +58,7 @@ class LoadedGenerator:
     name: str
     lm: CausalLM
     engine: GenerationEngine
+    files_key: str = ""  # the digest of its files: what tells apart two loaded models of the same name
 
     @property
     def context_length(self) -> int:
@@ -153,7 +154,7 @@ class GenerationService:
         directory = materialize(self._store, resolved.files, self._cache_dir)
         lm = load_causal_lm(directory)
         engine = GenerationEngine(lm, max_batch_sequences=self._max_batch_sequences, threads=self._threads)
-        return LoadedGenerator(name=resolved.model_name, lm=lm, engine=engine)
+        return LoadedGenerator(name=resolved.model_name, lm=lm, engine=engine, files_key=_files_key(resolved.files))
 
     def loaded(self) -> list[LoadedGenerator]:
         return list(self._models.values())
@@ -171,15 +172,17 @@ class GenerationCollector(Collector):
         self._service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        active = GaugeMetricFamily(
-            "maas_generation_active_sequences", "Sequences in the decode batch", labels=["model"]
-        )
-        waiting = GaugeMetricFamily("maas_generation_waiting_requests", "Requests waiting to join", labels=["model"])
-        rss = GaugeMetricFamily("maas_generation_model_rss_bytes", "Resident memory the model added", labels=["model"])
+        # Two loaded models may share a name (a tenant's model shadowing the platform's, two tenants' own):
+        # ``files`` keeps their series apart, where one label gave duplicate series Prometheus drops.
+        labels = ["model", "files"]
+        active = GaugeMetricFamily("maas_generation_active_sequences", "Sequences in the decode batch", labels=labels)
+        waiting = GaugeMetricFamily("maas_generation_waiting_requests", "Requests waiting to join", labels=labels)
+        rss = GaugeMetricFamily("maas_generation_model_rss_bytes", "Resident memory the model added", labels=labels)
         for model in self._service.loaded():
-            active.add_metric([model.name], model.engine.stats.active_sequences)
-            waiting.add_metric([model.name], model.engine.stats.waiting_requests)
-            rss.add_metric([model.name], model.lm.rss_bytes)
+            values = [model.name, model.files_key[:12]]
+            active.add_metric(values, model.engine.stats.active_sequences)
+            waiting.add_metric(values, model.engine.stats.waiting_requests)
+            rss.add_metric(values, model.lm.rss_bytes)
         yield active
         yield waiting
         yield rss
