@@ -278,3 +278,51 @@ def test_two_loaded_models_of_one_name_are_two_series(lm: Any) -> None:
     for family in GenerationCollector(service).collect():
         labels = [tuple(sorted(sample.labels.items())) for sample in family.samples]
         assert len(set(labels)) == 2, labels
+
+
+def _tiny_llama_dir(tokenizer: Any, directory: Path) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"config.json": {"hidden_size": 64}}, "do not load: RuntimeError"),  # weights of another shape
+        ({"config.json": {"model_type": "evil", "architectures": ["EvilForCausalLM"]}}, "do not load"),
+        ({"tokenizer.json": None}, "do not load"),  # a tokenizer.json transformers cannot read
+        ({"config.json": {"num_hidden_layers": 3}}, "lack"),  # layers 2 and 3 would be random numbers
+    ],
+)
+def test_files_that_do_not_load_are_refused_with_the_reason(
+    tokenizer: Any, tmp_path: Path, change: dict[str, Any], reason: str
+) -> None:
+    # Import accepted these (the files are each well-formed); loading raised, a 500 on every call to the
+    # model, or silently served random layers.
+    import json
+
+    from maas.errors import InvalidInput
+    from maas.serving.generation.loader import load_causal_lm
+
+    directory = _tiny_llama_dir(tokenizer, tmp_path)
+    for name, update in change.items():
+        path = directory / name
+        path.write_text("{}" if update is None else json.dumps({**json.loads(path.read_text()), **update}))
+    with pytest.raises(InvalidInput, match=reason):
+        load_causal_lm(directory)
+    assert load_causal_lm(_tiny_llama_dir(tokenizer, tmp_path / "intact")).context_length == 64

@@ -86,10 +86,26 @@ def load_causal_lm(directory: Path) -> CausalLM:
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     with _LOAD_LOCK:  # two first requests for two models would double the peak memory
         before = _rss_bytes()
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            directory, trust_remote_code=False, local_files_only=True, dtype=torch.float32
-        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                directory, trust_remote_code=False, local_files_only=True, dtype=torch.float32, output_loading_info=True
+            )
+            model: Any = loaded[0]
+            loading: dict[str, Any] = loaded[1]
+        except (ValueError, RuntimeError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            # An imported model whose files disagree (weights of another shape than config.json says, an
+            # architecture transformers does not know, a tokenizer.json it cannot read) is the model's fault:
+            # every call to it was a 500. Said once per call as a 400 naming what failed.
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise InvalidInput(f"the model's files do not load: {type(exc).__name__}: {reason}") from exc
+        missing = sorted(loading.get("missing_keys") or [])
+        if missing:
+            # transformers fills them with random numbers and serves gibberish: refused instead.
+            raise InvalidInput(
+                f"the model's weights lack {len(missing)} tensors its config.json describes (e.g. '{missing[0]}'); "
+                "import weights that match the config"
+            )
         model.eval()
         rss = max(0, _rss_bytes() - before)
     forward_args = model.forward.__code__.co_varnames[: model.forward.__code__.co_argcount]
