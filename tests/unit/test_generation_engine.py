@@ -303,10 +303,11 @@ def _tiny_llama_dir(tokenizer: Any, directory: Path) -> Path:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"config.json": {"hidden_size": 64}}, "do not load: RuntimeError"),  # weights of another shape
+        ({"config.json": {"hidden_size": 64}}, r"another shape \(e\.g\. '.*' is \[.*\] in the weights"),
         ({"config.json": {"model_type": "evil", "architectures": ["EvilForCausalLM"]}}, "do not load"),
         ({"tokenizer.json": None}, "do not load"),  # a tokenizer.json transformers cannot read
         ({"config.json": {"num_hidden_layers": 3}}, "lack"),  # layers 2 and 3 would be random numbers
+        ({"config.json": {"vocab_size": 100}}, "another shape"),
     ],
 )
 def test_files_that_do_not_load_are_refused_with_the_reason(

@@ -89,7 +89,14 @@ def load_causal_lm(directory: Path) -> CausalLM:
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
             loaded: Any = AutoModelForCausalLM.from_pretrained(
-                directory, trust_remote_code=False, local_files_only=True, dtype=torch.float32, output_loading_info=True
+                directory,
+                trust_remote_code=False,
+                local_files_only=True,
+                dtype=torch.float32,
+                output_loading_info=True,
+                # Reported in ``mismatched_keys`` with both shapes (and refused below), where the default raises
+                # "look at the above report", a report only the server log sees.
+                ignore_mismatched_sizes=True,
             )
             model: Any = loaded[0]
             loading: dict[str, Any] = loaded[1]
@@ -99,6 +106,13 @@ def load_causal_lm(directory: Path) -> CausalLM:
             # every call to it was a 500. Said once per call as a 400 naming what failed.
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise InvalidInput(f"the model's files do not load: {type(exc).__name__}: {reason}") from exc
+        mismatched = sorted(loading.get("mismatched_keys") or [], key=lambda item: str(item[0]))
+        if mismatched:
+            name, stored, expected = mismatched[0]
+            raise InvalidInput(
+                f"the model's weights do not match its config.json: {len(mismatched)} tensors of another shape "
+                f"(e.g. '{name}' is {list(stored)} in the weights, {list(expected)} by the config)"
+            )
         missing = sorted(loading.get("missing_keys") or [])
         if missing:
             # transformers fills them with random numbers and serves gibberish: refused instead.
