@@ -327,3 +327,26 @@ def test_files_that_do_not_load_are_refused_with_the_reason(
     with pytest.raises(InvalidInput, match=reason):
         load_causal_lm(directory)
     assert load_causal_lm(_tiny_llama_dir(tokenizer, tmp_path / "intact")).context_length == 64
+
+
+def test_files_that_do_not_load_are_not_loaded_again(tmp_path: Path) -> None:
+    # Every call to a broken model read its files again and retried the load (seconds, under the lock that
+    # serialises all first loads): a tenant could keep the server loading by calling it in a loop.
+    from types import SimpleNamespace
+
+    from maas.errors import InvalidInput
+    from maas.serving.generation.service import GenerationService
+
+    service = GenerationService(store=None, cache_dir=tmp_path)  # type: ignore[arg-type]
+    attempts: list[object] = []
+
+    def broken_load(resolved: object) -> Any:
+        attempts.append(resolved)
+        raise InvalidInput("the model's files do not load: KeyError: 'added_tokens'")
+
+    service._load = broken_load  # type: ignore[method-assign]
+    resolved: Any = SimpleNamespace(files={"config.json": "a" * 64}, model_name="broken")
+    for _ in range(3):
+        with pytest.raises(InvalidInput, match="added_tokens"):
+            asyncio.run(service.get(resolved))
+    assert len(attempts) == 1

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from maas.errors import InvalidInput
 from maas.registry.catalog import ResolvedModel, materialize
 from maas.serving.generation.params import DEFAULT_MAX_TOKENS, SamplingParams
 from maas.singleflight import SingleFlight
@@ -130,6 +131,7 @@ class GenerationService:
         self._threads = threads
         self._models: dict[str, LoadedGenerator] = {}
         self._loads: SingleFlight[LoadedGenerator] = SingleFlight()
+        self._unloadable: dict[str, str] = {}  # files key -> why they do not load
 
     async def get(self, resolved: ResolvedModel) -> LoadedGenerator:
         """The loaded model for a version's files; the first call loads it (concurrent first calls share it)."""
@@ -137,9 +139,18 @@ class GenerationService:
         loaded = self._models.get(key)
         if loaded is not None:
             return loaded
+        refused = self._unloadable.get(key)
+        if refused is not None:
+            raise InvalidInput(refused)
 
         async def load() -> LoadedGenerator:
-            model = await asyncio.to_thread(self._load, resolved)
+            try:
+                model = await asyncio.to_thread(self._load, resolved)
+            except InvalidInput as exc:
+                # Files are content-addressed: files that do not load now never will. Remembered, so each call
+                # to a broken model does not read it again and retry the load under the process-wide load lock.
+                self._unloadable[key] = exc.detail
+                raise
             self._models[key] = model
             return model
 
