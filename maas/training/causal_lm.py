@@ -424,13 +424,6 @@ def _fit(
                     "tokens": trained,
                 }
             )
-            save_checkpoint(
-                checkpoint_dir,
-                state=state,
-                model={name: p.detach() for name, p in _trainable(loop.model).items()},
-                best=best,
-                optimizer_state=loop.optimizer.state_dict()["state"],
-            )
             done_share = min(1.0, (step + taken) / max(loop.total_steps, 1))
             per_epoch = session_seconds / (state.epoch - resumed_from)
             on_epoch(
@@ -449,6 +442,15 @@ def _fit(
                     eta_seconds=0.0 if _done(state, params, loop) else per_epoch * (params.epochs - state.epoch),
                     elapsed_seconds=state.elapsed_seconds,
                 )
+            )
+            # After the epoch's event (as in the generic trainer): a kill in between redoes this epoch
+            # rather than resuming past an epoch no event reported.
+            save_checkpoint(
+                checkpoint_dir,
+                state=state,
+                model={name: p.detach() for name, p in _trainable(loop.model).items()},
+                best=best,
+                optimizer_state=loop.optimizer.state_dict()["state"],
             )
     return state, best
 

@@ -163,12 +163,6 @@ class Trainer:
                     epoch_seconds = time.monotonic() - started
                     state.elapsed_seconds += epoch_seconds
                     state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss})
-                    writer.save(
-                        state=state,
-                        model=self.model.state_dict(),
-                        best=best,
-                        optimizer_state=self.optimizer.state_dict()["state"],
-                    )
                     session_seconds += epoch_seconds
                     per_epoch = session_seconds / (state.epoch - resumed_from)
                     on_epoch(
@@ -182,6 +176,14 @@ class Trainer:
                             elapsed_seconds=state.elapsed_seconds,
                             eta_seconds=per_epoch * (self.config.epochs - state.epoch),
                         )
+                    )
+                    # After the epoch's event: a worker killed in between then redoes this epoch (its event
+                    # already told), instead of resuming past an epoch no event ever reported.
+                    writer.save(
+                        state=state,
+                        model=self.model.state_dict(),
+                        best=best,
+                        optimizer_state=self.optimizer.state_dict()["state"],
                     )
         finally:
             writer.close()  # the last epoch's checkpoint is on disk before fit returns or raises
