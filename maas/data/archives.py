@@ -1,21 +1,26 @@
-"""Read an uploaded zip archive in memory, safely: nothing is extracted to disk, ever.
+"""Read an uploaded zip archive safely: members in memory (``read_zip_members``, image datasets) or as a
+stream of bounded chunks (``stream_zip_members``, model archives, whose members are written to disk).
 
-Refused with a 4xx naming the member: names that climb out of the archive (``../``) or are absolute,
-symbolic links, encrypted members, duplicate names, unreadable data. Decompression bombs are stopped by
-two limits: the member count (read from the end-of-archive record before the directory is parsed, so a
-zip of millions of empty entries costs nothing) and the bytes actually decompressed, counted while reading
-(the sizes in the headers can lie).
+Nothing is handed to ``extractall``. Refused with a 4xx naming the member: names that climb out of the
+archive (``../``) or are absolute, symbolic links, encrypted members, duplicate names, unreadable data, and
+bzip2/LZMA members (Python's zipfile inflates those a whole compressed block at a time: 900 bytes of zip
+became 1 GiB in memory before the first chunk came out). Decompression bombs are stopped by two limits:
+the member count (read from the end-of-archive record before the directory is parsed, so a zip of millions
+of empty entries costs nothing) and the bytes actually decompressed, counted while reading (the sizes in the
+headers can lie).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import stat
 import struct
 import zipfile
 import zlib
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 from maas.errors import InvalidInput, PayloadTooLarge
 
@@ -34,19 +39,34 @@ def _invalid(detail: str, member: str | None = None) -> InvalidInput:
 
 def declared_member_count(content: bytes) -> int | None:
     """Entries the end-of-central-directory record announces (zip64 aware); None when it is not found."""
-    at = content.rfind(_EOCD, max(0, len(content) - 65_557))
-    if at < 0 or at + 22 > len(content):
+    return _declared_member_count_in(io.BytesIO(content))
+
+
+def _read_at(source: IO[bytes], offset: int, size: int) -> bytes:
+    source.seek(offset)
+    return source.read(size)
+
+
+def _declared_member_count_in(source: IO[bytes]) -> int | None:
+    """``declared_member_count`` of a seekable file: only the end of the archive is read."""
+    length = source.seek(0, os.SEEK_END)
+    start = max(0, length - 65_557)
+    tail = _read_at(source, start, length - start)
+    at = tail.rfind(_EOCD)
+    if at < 0 or at + 22 > len(tail):
         return None
-    (count,) = struct.unpack_from("<H", content, at + 10)
+    (count,) = struct.unpack_from("<H", tail, at + 10)
     if count != 0xFFFF:
         return int(count)
-    locator = at - 20
-    if locator < 0 or content[locator : locator + 4] != _ZIP64_LOCATOR:
+    locator = start + at - 20
+    record = _read_at(source, locator, 20) if locator >= 0 else b""
+    if len(record) < 20 or record[:4] != _ZIP64_LOCATOR:
         return None
-    (offset,) = struct.unpack_from("<Q", content, locator + 8)
-    if offset + 40 > len(content) or content[offset : offset + 4] != _ZIP64_EOCD:
+    (offset,) = struct.unpack_from("<Q", record, 8)
+    end_record = _read_at(source, offset, 40) if offset + 40 <= length else b""
+    if len(end_record) < 40 or end_record[:4] != _ZIP64_EOCD:
         return None
-    (count64,) = struct.unpack_from("<Q", content, offset + 32)
+    (count64,) = struct.unpack_from("<Q", end_record, 32)
     return int(count64)
 
 
@@ -76,37 +96,69 @@ def _check_name(info: zipfile.ZipInfo) -> None:
         raise _invalid(f"member '{name}' is encrypted; upload an archive without a password", name)
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
-    """The member's bytes; raises PayloadTooLarge as soon as more than ``budget`` bytes come out."""
-    chunks: list[bytes] = []
-    total = 0
+def _check_compression(info: zipfile.ZipInfo) -> None:
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _invalid(
+            f"member '{info.filename}' is compressed with a method other than deflate; zip it with deflate "
+            "(zip's default) or without compression",
+            info.filename,
+        )
+
+
+class _Budget:
+    """Bytes an archive may still unpack to, shared by its members and spent as their chunks come out."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def _member_chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Iterator[bytes]:
+    """The member's bytes in chunks of at most 1 MiB; PayloadTooLarge as soon as the budget is spent."""
     try:
         with archive.open(info) as stream:
             while chunk := stream.read(_CHUNK):
-                total += len(chunk)
-                if total > budget:
+                budget.left -= len(chunk)
+                if budget.left < 0:
                     raise PayloadTooLarge(
                         f"the archive unpacks to more bytes than the limit (reached while reading member "
-                        f"'{info.filename}'); split the dataset or raise MAAS_MAX_UNPACKED_BYTES",
+                        f"'{info.filename}'); split the archive or raise MAAS_MAX_UNPACKED_BYTES",
                         errors=[{"loc": ["body", "file"], "msg": "unpacked size over the limit"}],
                     )
-                chunks.append(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
-        raise _invalid(f"member '{info.filename}' cannot be read: {exc}", info.filename) from None
-    return b"".join(chunks)
+                yield chunk
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+        raise _invalid(
+            f"member '{info.filename}' cannot be read: its data is corrupt or truncated", info.filename
+        ) from None
 
 
 def read_zip_members(content: bytes, *, max_members: int, max_unpacked_bytes: int) -> list[tuple[str, bytes]]:
     """(name, bytes) of every file that matters, sorted by name; see the module docstring for what is refused."""
-    declared = declared_member_count(content)
+    return [
+        (name, b"".join(chunks))
+        for name, chunks in stream_zip_members(
+            io.BytesIO(content), max_members=max_members, max_unpacked_bytes=max_unpacked_bytes
+        )
+    ]
+
+
+def stream_zip_members(
+    source: IO[bytes], *, max_members: int, max_unpacked_bytes: int
+) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """(name, chunks) of every file that matters, sorted by name, from a seekable file; nothing is held whole.
+
+    Each member's chunks must be read (or dropped) before the next member is asked for. The checks and limits
+    are ``read_zip_members``'s (see the module docstring); the unpacked bytes are counted as chunks come out.
+    """
+    declared = _declared_member_count_in(source)
     if declared is not None and declared > max_members:
         raise PayloadTooLarge(
             f"the archive has {declared:,} members; at most {max_members:,} are accepted (MAAS_MAX_ARCHIVE_MEMBERS)"
         )
+    source.seek(0)
     try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise _invalid(f"the file is not a readable zip archive: {exc}") from None
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise _invalid("the file is not a readable zip archive") from None
     with archive:
         infos = archive.infolist()
         if len(infos) > max_members:
@@ -120,6 +172,7 @@ def read_zip_members(content: bytes, *, max_members: int, max_unpacked_bytes: in
             _check_name(info)
             if _ignored(info.filename):
                 continue
+            _check_compression(info)
             if info.filename in seen:
                 raise _invalid(f"member '{info.filename}' appears twice in the archive", info.filename)
             seen.add(info.filename)
@@ -130,10 +183,6 @@ def read_zip_members(content: bytes, *, max_members: int, max_unpacked_bytes: in
                 f"the archive declares {declared_bytes:,} unpacked bytes; at most {max_unpacked_bytes:,} are "
                 "accepted (MAAS_MAX_UNPACKED_BYTES)"
             )
-        members: list[tuple[str, bytes]] = []
-        remaining = max_unpacked_bytes
+        budget = _Budget(max_unpacked_bytes)
         for info in sorted(wanted, key=lambda item: item.filename):
-            data = _read_member(archive, info, remaining)
-            remaining -= len(data)
-            members.append((info.filename, data))
-    return members
+            yield info.filename, _member_chunks(archive, info, budget)

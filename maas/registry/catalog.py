@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from maas.db.tables import Model, ModelAlias, ModelVersion, Tenant
 from maas.db.tenancy import PLATFORM_TENANT_ID, scoped
-from maas.errors import NotFound
+from maas.errors import InvalidInput, NotFound
 from maas.registry.service import NewVersion, StoredFile, register_version, version_files
 from maas.storage import ArtifactStore
 
@@ -138,7 +138,7 @@ def materialize(store: ArtifactStore, files: dict[str, str], cache_dir: Path) ->
         for name, digest in files.items():
             path = (staging / name).resolve()
             if staging.resolve() not in path.parents:  # names were checked at import; never trust them here
-                raise ValueError(f"model file name {name!r} leaves the model directory")
+                raise InvalidInput(f"model file name {name!r} leaves the model's folder; this model cannot be served")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(store.get(digest))
         (staging / ".complete").write_text("ok")

@@ -88,7 +88,7 @@ def run_child(module: str, args: list[str], out: Path, *, limits: ChildLimits, w
     """
     out.mkdir(parents=True, exist_ok=True)
     address_space = limits.memory_bytes + _RESERVED_ADDRESS_SPACE
-    command = [sys.executable, "-c", _BOOTSTRAP, str(address_space), module, *args, str(out)]
+    command = [sys.executable, "-P", "-c", _BOOTSTRAP, str(address_space), module, *args, str(out)]
     try:
         with _ONE_AT_A_TIME:
             completed = subprocess.run(

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer
+
 from maas.errors import InvalidInput
+from maas.registry.safetensors_check import ModelFileError, check_safetensors
 
 # Exact relative names of metadata files we keep (sentence-transformers and Hugging Face layouts).
 SAFE_NAMES = frozenset(
@@ -66,8 +68,9 @@ CODE_SUFFIXES = (
 )
 _REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code")
 _MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json of a large vocabulary is tens of MB
+# Configs and tokenizers nest a handful of levels; far deeper is an attack on every recursive reader after us.
+MAX_JSON_DEPTH = 64
 _GGUF_MAGIC = b"GGUF"
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
 def refused(detail: str, name: str | None = None) -> InvalidInput:
@@ -87,7 +90,7 @@ class ModelFiles:
         return name in self.files
 
     def json(self, name: str) -> dict[str, Any]:
-        value = _read_json(self.files[name], name)
+        value = read_json(self.files[name], name)
         if not isinstance(value, dict):
             raise refused(f"'{name}' must hold a JSON object", name)
         return value
@@ -115,58 +118,88 @@ def _why_refused(name: str) -> str:
     )
 
 
-def _read_json(path: Path, name: str) -> Any:
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests deeper than MAX_JSON_DEPTH (iterative: the check cannot exhaust the stack)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_JSON_DEPTH:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
+def parse_json(data: bytes, name: str) -> Any:
+    """JSON from a model file; InvalidInput naming the file, in our words, for anything a reader would choke on."""
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise refused(f"'{name}' is not valid JSON (line {exc.lineno}, column {exc.colno})", name) from None
+    except UnicodeDecodeError:
+        raise refused(f"'{name}' is not valid JSON (it is not UTF-8 text)", name) from None
+    except RecursionError:
+        raise refused(f"'{name}' nests deeper than {MAX_JSON_DEPTH} levels; it is not a model file", name) from None
+    except ValueError:  # an integer of thousands of digits: more than Python converts
+        raise refused(f"'{name}' holds a number too long to read", name) from None
+    if _too_deep(value):
+        raise refused(f"'{name}' nests deeper than {MAX_JSON_DEPTH} levels; it is not a model file", name)
+    return value
+
+
+def read_json(path: Path, name: str) -> Any:
+    """The JSON in ``path`` (``name`` is how the model's archive calls it: messages never show server paths)."""
     if path.stat().st_size > _MAX_JSON_BYTES:
         raise refused(f"'{name}' is larger than {_MAX_JSON_BYTES // (1024 * 1024)} MB; is it really a config?", name)
+    return parse_json(path.read_bytes(), name)
+
+
+def check_tokenizer(path: Path, name: str = "tokenizer.json") -> None:
+    """Refuse a ``tokenizer.json`` the tokenizers library does not load (it would fail on every call instead)."""
     try:
-        value = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise refused(f"'{name}' is not valid JSON: {exc}", name) from None
-    return value
+        Tokenizer.from_file(str(path))
+    except Exception:  # tokenizers raises plain Exception with serde's text; our words instead
+        raise refused(
+            f"'{name}' is not a tokenizer the tokenizers library can load (its JSON does not describe one)",
+            name,
+        ) from None
 
 
 def _names_remote_code(value: Any) -> str | None:
     """The first key asking for the model's own code, searched at any depth."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in _REMOTE_CODE_KEYS:
-                return str(key)
-            found = _names_remote_code(item)
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            found = next((str(key) for key in item if key in _REMOTE_CODE_KEYS), None)
             if found is not None:
                 return found
-    elif isinstance(value, list):
-        for item in value:
-            found = _names_remote_code(item)
-            if found is not None:
-                return found
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return None
 
 
 def _check_weights(path: Path, name: str) -> None:
-    """A cheap look at the header: a renamed pickle or a truncated file is refused before any conversion."""
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        if name.lower().endswith(".gguf"):
-            if head[:4] != _GGUF_MAGIC:
+    """A renamed pickle or a truncated file is refused before any conversion; a safetensors header is checked in
+    full (every tensor's dtype, shape and offsets inside the file), where a loader would fail at serve time."""
+    if name.lower().endswith(".gguf"):
+        with path.open("rb") as handle:
+            if handle.read(4) != _GGUF_MAGIC:
                 raise refused(f"'{name}' is not a GGUF file (bad magic bytes)", name)
-        elif name.lower().endswith(".safetensors"):
-            if len(head) < 8:
-                raise refused(f"'{name}' is not a safetensors file (too short)", name)
-            (length,) = struct.unpack("<Q", head)
-            if length > _MAX_SAFETENSORS_HEADER or length + 8 > path.stat().st_size:
-                raise refused(f"'{name}' is not a safetensors file (bad header length)", name)
-            try:
-                header = json.loads(handle.read(length))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise refused(f"'{name}' is not a safetensors file (its header is not JSON)", name) from None
-            if not isinstance(header, dict):
-                raise refused(f"'{name}' is not a safetensors file (its header is not an object)", name)
+    elif name.lower().endswith(".safetensors"):
+        try:
+            check_safetensors(path, name)
+        except ModelFileError as exc:
+            raise refused(str(exc), name) from None
 
 
 def check_file(path: Path, name: str) -> None:
     """Refuse a kept file whose content would make a loader run code."""
     if name.lower().endswith(".json"):
-        key = _names_remote_code(_read_json(path, name))
+        key = _names_remote_code(read_json(path, name))
         if key is not None:
             raise refused(
                 f"'{name}' sets '{key}': the model needs its own Python code to load, which is never run here; "

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
+import io
 import re
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,10 +36,13 @@ from maas.db.tables import Model, ModelVersion
 from maas.db.tenancy import PLATFORM_TENANT_ID
 from maas.errors import InvalidInput, NotFound
 from maas.registry import catalog
+from maas.registry.causal_lm_files import check_causal_lm_files, check_folder_shard_index
+from maas.registry.child_process import ChildLimits, run_child
 from maas.registry.import_archive import unpack_archive
-from maas.registry.import_convert import ONNX_NAME, REPORT
-from maas.registry.import_files import ModelFiles, refused, scan_directory
+from maas.registry.import_convert import ONNX_NAME, max_sequence_length, sentence_transformer_layout
+from maas.registry.import_files import ModelFiles, check_tokenizer, refused, scan_directory
 from maas.registry.import_onnx import inspect_embedding_onnx
+from maas.registry.safetensors_check import ModelFileError
 from maas.registry.service import NewVersion, StoredFile, check_can_add_version, register_version
 from maas.storage import ArtifactStore
 
@@ -65,9 +65,13 @@ _EMBEDDING_KEEP = (
     "1_Pooling/config.json",
 )
 _CONVERT_TIMEOUT_S = 1800.0
-# A conversion holds a model in torch (1-2 GB for a small LM): imports arriving together queue here rather
-# than each starting its own child process at once.
-_ONE_CONVERSION_AT_A_TIME = threading.Lock()
+_CHECK_TIMEOUT_S = 600.0
+# The child that loads and runs a causal LM before it is registered. Named, never imported: it runs serving's
+# loader (so a model that imports is a model serving loads), a layer above the registry.
+_LOAD_CHECK = "maas.serving.generation.load_check"
+# A GGUF file keeps 2-8 bits a weight; dequantised to float32 it is up to about 8 times its size (Q4: 7x).
+_GGUF_TO_FLOAT32 = 8
+_WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".onnx")
 _HASH_CHUNK = 8 << 20
 
 
@@ -140,7 +144,7 @@ def model_folder_in_package(root: Path) -> Path:
         key=lambda folder: (len(folder.relative_to(root).parts), str(folder)),
     )
     if not candidates:
-        raise InvalidInput(f"the package at {root} ships no safetensors, GGUF or ONNX weights")
+        raise InvalidInput(f"the package '{root.name}' ships no safetensors, GGUF or ONNX weights")
     return candidates[0]
 
 
@@ -162,7 +166,9 @@ def detect_family(found: ModelFiles) -> str:
     if found.with_suffix(".gguf"):
         return CAUSAL_LM
     config = found.json("config.json") if found.has("config.json") else {}
-    architectures = [str(a) for a in config.get("architectures") or []]
+    architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise refused("'config.json' sets architectures to something other than a list of names", "config.json")
     if any(a.endswith("ForCausalLM") for a in architectures):
         return CAUSAL_LM
     if found.has("modules.json") or found.has("sentence_bert_config.json"):
@@ -180,23 +186,23 @@ def detect_family(found: ModelFiles) -> str:
     )
 
 
-def _run_conversion(args: list[str], out: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "maas.registry.import_convert", *args, str(out)]
+def _run_conversion(args: list[str], out: Path, *, model_bytes: int | None = None) -> dict[str, Any]:
+    """``import_convert`` in a child process under the import's limits (``child_process``): its report.
+
+    ``args`` are the conversion's (kind, source folder, options); the memory limit is sized from
+    ``model_bytes``, by default the size of the weights in the source folder. A shard map in the folder is
+    checked first, whatever the family: transformers opens each shard it names, and one not ending in
+    .safetensors with torch.load."""
+    source = Path(args[1]).resolve()  # the child runs in its own folder: a relative path would name nothing
     try:
-        with _ONE_CONVERSION_AT_A_TIME:
-            completed = subprocess.run(command, capture_output=True, timeout=_CONVERT_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise InvalidInput(
-            f"converting the model took longer than {_CONVERT_TIMEOUT_S:.0f} s; it was abandoned"
-        ) from None
-    report_path = out / REPORT
-    if not report_path.exists():
-        tail = completed.stderr.decode("utf-8", "replace")[-2000:]
-        raise RuntimeError(f"model conversion exited with {completed.returncode} and no report: {tail}")
-    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
-    if "error" in report:
-        raise InvalidInput(str(report["error"]))
-    return report
+        check_folder_shard_index(source)
+    except ModelFileError as exc:
+        raise refused(str(exc), exc.file) from None
+    if model_bytes is None:
+        model_bytes = sum(p.stat().st_size for p in source.rglob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+    limits = ChildLimits.for_model(model_bytes, timeout_s=_CONVERT_TIMEOUT_S)
+    arguments = [args[0], str(source), *args[2:]]
+    return run_child("maas.registry.import_convert", arguments, out, limits=limits, what="converting the model")
 
 
 def _prepare_embedding(found: ModelFiles, work: Path) -> tuple[dict[str, Path], str, dict[str, Any], dict[str, Any]]:
@@ -204,11 +210,26 @@ def _prepare_embedding(found: ModelFiles, work: Path) -> tuple[dict[str, Path], 
         raise refused(
             "an embedding model needs tokenizer.json (it is served with the tokenizers library)", "tokenizer.json"
         )
+    # Read here, before any child process starts: every path and value the layout names is checked.
+    pooling, normalise = sentence_transformer_layout(found.root)
+    max_tokens = max_sequence_length(found.root, found.json("config.json") if found.has("config.json") else {})
     onnx_files = found.with_suffix(".onnx")
     if not found.with_suffix(".safetensors") and onnx_files:
-        # Already ONNX: kept as it is, inspected with ONNX Runtime (no conversion, no torch).
+        # Already ONNX: kept as it is, loaded and run in a child process (no conversion, no torch).
         chosen = ONNX_NAME if ONNX_NAME in onnx_files else onnx_files[0]
-        signature = inspect_embedding_onnx(found, chosen)
+        graph = inspect_embedding_onnx(found, chosen, work / "onnx-check", max_tokens=max_tokens)
+        signature = {
+            "dimensions": graph["dimensions"],
+            "max_tokens": max_tokens,
+            "pooling": pooling,
+            "normalized": normalise,
+            "onnx_inputs": graph["onnx_inputs"],
+            "onnx_output": graph["onnx_output"],
+            # Token embeddings are pooled by the runtime, in numpy; a vector is (re)normalised there when the
+            # layout asks for it (harmless if the graph already did).
+            "pool_in_runtime": graph["pool_in_runtime"],
+            "normalize_in_runtime": normalise,
+        }
         files = {name: found.files[name] for name in _EMBEDDING_KEEP if found.has(name)}
         files[ONNX_NAME] = found.files[chosen]
         return files, ONNX_NAME, signature, {}
@@ -232,10 +253,31 @@ def _prepare_embedding(found: ModelFiles, work: Path) -> tuple[dict[str, Path], 
     return files, ONNX_NAME, signature, metrics
 
 
-def _chat_template_in(found: ModelFiles) -> bool:
-    if found.has("chat_template.jinja"):
-        return True
-    return found.has("tokenizer_config.json") and bool(found.json("tokenizer_config.json").get("chat_template"))
+def _staged(files: dict[str, Path], folder: Path) -> Path:
+    """A folder of links to exactly the kept files: a loader there sees what serving will see, and nothing else
+    of the source folder (a README, an adapter_config.json naming another model)."""
+    for name, path in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).symlink_to(path.resolve())
+    return folder.resolve()
+
+
+def _checked_causal_lm(found: ModelFiles, work: Path, step: str) -> tuple[str, dict[str, Any]]:
+    """(main weights file, the load check's report) of a causal LM's files: the rules every loader of them
+    relies on checked here (``causal_lm_files``), then the model loaded and run once in a child process."""
+    try:
+        checked = check_causal_lm_files(found.files)
+    except ModelFileError as exc:
+        raise refused(str(exc), exc.file) from None
+    folder = _staged(found.files, work / f"{step}-model")
+    limits = ChildLimits.for_model(checked.weights_bytes, timeout_s=_CHECK_TIMEOUT_S)
+    report = run_child(_LOAD_CHECK, [str(folder)], work / f"{step}-check", limits=limits, what="loading the model")
+    return checked.weights[0], report
+
+
+def _lm_signature(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("context_length", "vocab_size", "eos_token_ids", "has_chat_template", "architecture")
+    return {key: report[key] for key in keys}
 
 
 def _prepare_causal_lm(
@@ -248,38 +290,30 @@ def _prepare_causal_lm(
             raise InvalidInput(f"choose one GGUF file with gguf_file: the model has {', '.join(ggufs)}")
         if "/" in chosen:
             raise InvalidInput("the GGUF file must sit at the top of the model's folder")
-        out = work / "converted"
-        report = _run_conversion(["gguf", str(found.root), "--gguf-file", chosen], out)
-        files = {path.name: path for path in sorted(out.iterdir()) if path.is_file() and path.name != REPORT}
-        signature = {
-            "context_length": report["context_length"],
-            "vocab_size": report["vocab_size"],
-            "has_chat_template": report["has_chat_template"],
-            "architecture": report["architecture"],
-            "source_format": "gguf",
-            "gguf_file": chosen,
-        }
+        # The GGUF file alone: it holds the config, tokenizer and chat template, and only what the conversion
+        # writes is kept, so no other file of the archive has anything to say to the loader.
+        source = _staged({chosen: found.files[chosen]}, work / "gguf-model")
+        size = found.files[chosen].stat().st_size
+        report = _run_conversion(
+            ["gguf", str(source), "--gguf-file", chosen], work / "converted", model_bytes=_GGUF_TO_FLOAT32 * size
+        )
+        # What the conversion wrote is checked as an upload would be, then loaded and run like one.
+        converted = scan_directory(work / "converted")
+        main, checked = _checked_causal_lm(converted, work, "converted")
+        signature = {**_lm_signature(checked), "source_format": "gguf", "gguf_file": chosen}
         metrics = {
-            "parameters": report["parameters"],
+            "parameters": checked["parameters"],
             "dequantise_seconds": report["dequantise_seconds"],
             "convert_seconds": report["convert_seconds"],
+            "check_seconds": checked["check_seconds"],
         }
-        return files, "model.safetensors", signature, metrics
+        return dict(converted.files), main, signature, metrics
     if not found.has("tokenizer.json"):
         raise refused("a causal LM needs tokenizer.json (usage is counted with the model's own tokenizer)")
-    weights = found.with_suffix(".safetensors")
-    if not weights:
-        raise refused("a causal LM needs safetensors weights or a GGUF file", "model.safetensors")
-    config = found.json("config.json")
-    files = dict(found.files)
-    signature = {
-        "context_length": int(config.get("max_position_embeddings") or 0),
-        "vocab_size": int(config.get("vocab_size") or 0),
-        "has_chat_template": _chat_template_in(found),
-        "architecture": next(iter(config.get("architectures") or []), ""),
-        "source_format": "safetensors",
-    }
-    return files, weights[0], signature, {}
+    main, checked = _checked_causal_lm(found, work, "source")
+    signature = {**_lm_signature(checked), "source_format": "safetensors"}
+    metrics = {"parameters": checked["parameters"], "check_seconds": checked["check_seconds"]}
+    return dict(found.files), main, signature, metrics
 
 
 def prepare(found: ModelFiles, work: Path, *, digest: str, gguf_file: str | None = None) -> PreparedModel:
@@ -287,6 +321,8 @@ def prepare(found: ModelFiles, work: Path, *, digest: str, gguf_file: str | None
     started = time.perf_counter()
     if not found.files:
         raise InvalidInput("no model files found: expected safetensors, GGUF or ONNX weights with their configs")
+    if found.has("tokenizer.json"):  # both families serve with it: one that does not load is refused here
+        check_tokenizer(found.files["tokenizer.json"])
     family = detect_family(found)
     if family == EMBEDDING:
         files, main, signature, metrics = _prepare_embedding(found, work)
@@ -434,7 +470,7 @@ def import_package(
 def import_archive(
     factory: sessionmaker[Session],
     store: ArtifactStore,
-    content: bytes,
+    content: bytes | IO[bytes],
     *,
     filename: str,
     model_name: str,
@@ -442,11 +478,15 @@ def import_archive(
     limits: ImportLimits,
     gguf_file: str | None = None,
 ) -> ImportResult:
+    """Import the model in an archive: ``content`` is best a seekable file (an upload spooled to disk)."""
     check_model_name(model_name)
+    source = io.BytesIO(content) if isinstance(content, bytes) else content
     with tempfile.TemporaryDirectory(prefix="maas-upload-") as work:
-        root = Path(work) / "model"
-        root.mkdir()
-        unpack_archive(content, root, max_members=limits.max_members, max_unpacked_bytes=limits.max_unpacked_bytes)
+        unpacked = Path(work) / "model"
+        unpacked.mkdir()
+        root = unpack_archive(
+            source, unpacked, max_members=limits.max_members, max_unpacked_bytes=limits.max_unpacked_bytes
+        )
         return import_directory(
             factory,
             store,

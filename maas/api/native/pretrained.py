@@ -7,6 +7,7 @@ under that name answers at once with the existing version (``already_present``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -93,16 +94,19 @@ def import_private_model(
     assert caller.tenant_id is not None
     importer.check_model_name(name)
     limit = state.settings.max_upload_bytes
-    content = file.file.read(limit + 1)
-    if len(content) > limit:
+    # The upload is already spooled to a temporary file by the form parser: it is measured and read from
+    # there, never held in memory whole.
+    size = file.file.seek(0, os.SEEK_END)
+    if size > limit:
         raise PayloadTooLarge(f"the file is over the upload limit of {limit} bytes (MAAS_MAX_UPLOAD_BYTES)")
-    if not content:
+    if size == 0:
         raise InvalidInput("the uploaded file is empty", errors=[{"loc": ["body", "file"], "msg": "empty file"}])
+    file.file.seek(0)
     settings = state.settings
     result = importer.import_archive(
         state.factory,
         state.store,
-        content,
+        file.file,
         filename=file.filename or "upload",
         model_name=name,
         tenant_id=caller.tenant_id,

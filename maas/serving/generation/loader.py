@@ -6,23 +6,30 @@ served (``service.py`` imports it lazily), so the API process starts without tor
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import resource
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 from transformers.utils import logging as transformers_logging
 
 from maas.errors import InvalidInput
+from maas.registry.causal_lm_files import CONFIG, CausalLMFiles, check_causal_lm_files, folder_files
+from maas.registry.safetensors_check import ModelFileError
+
+log = logging.getLogger("maas.serving.generation")
 
 # A model that ships no context length (rare) is served with this one.
 _DEFAULT_CONTEXT = 2048
 _LOAD_LOCK = threading.Lock()
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -64,12 +71,36 @@ def _eos_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     return frozenset(ids)
 
 
-def _refuse_remote_code(directory: Path) -> None:
-    # Import already rejects these; a fine-tuned model written by a job is checked again here, because
-    # loading is the moment code would run.
-    config = json.loads((directory / "config.json").read_text())
-    if "auto_map" in config:
-        raise InvalidInput("this model's config.json has an auto_map (custom code); it cannot be served")
+def _checked_files(directory: Path) -> CausalLMFiles:
+    """The import's checks again (a model registered before them, a fine-tuned model a job wrote): loading is
+    the moment a shard map could reach an unpickler or a file outside the folder, or a config fail every call."""
+    try:
+        return check_causal_lm_files(folder_files(directory))
+    except ModelFileError as exc:
+        raise InvalidInput(f"the model's files do not load: {exc}") from None
+
+
+def _step(action: Callable[[], _T], directory: Path, what: str) -> _T:
+    """Run one loading step; a failure is the model's fault, said in our words (the library's message names
+    server paths): the original goes to the server log only."""
+    try:
+        return action()
+    except MemoryError:
+        raise
+    except Exception as exc:
+        log.warning("model files in %s do not load: %s", directory, what, exc_info=True)
+        raise InvalidInput(f"the model's files do not load: {what} ({type(exc).__name__})") from None
+
+
+def _check_vocabulary(model: Any, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A token id past the embedding's rows fails every prompt that holds it (an IndexError in the model)."""
+    rows = int(model.get_input_embeddings().num_embeddings)
+    largest = max(tokenizer.get_vocab().values(), default=-1)
+    if largest >= rows:
+        raise InvalidInput(
+            f"the model's files do not load: the tokenizer (tokenizer.json) has token ids up to {largest}, but the "
+            f"model's embedding ({CONFIG} vocab_size) has only {rows} rows"
+        )
 
 
 def _rss_bytes() -> int:
@@ -81,31 +112,50 @@ def _rss_bytes() -> int:
 
 
 def load_causal_lm(directory: Path) -> CausalLM:
-    _refuse_remote_code(directory)
+    """The model in ``directory``; InvalidInput naming the file at fault when its files do not load.
+
+    The import runs this same function in its check child (``load_check``), so a model that imported loads."""
+    checked = _checked_files(directory)
+    model_type = str(checked.config.get("model_type", ""))[:60]
+    weights = ", ".join(checked.weights)
     # A server's console (and its JSON log) is no place for a progress bar redrawn with carriage returns.
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     with _LOAD_LOCK:  # two first requests for two models would double the peak memory
         before = _rss_bytes()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
-            loaded: Any = AutoModelForCausalLM.from_pretrained(
+        config: Any = _step(
+            lambda: AutoConfig.from_pretrained(directory, trust_remote_code=False, local_files_only=True),
+            directory,
+            f"{CONFIG} does not describe a model this server can build (model_type '{model_type}')",
+        )
+        if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise InvalidInput(
+                f"the model's files do not load: {CONFIG} has model_type '{model_type}', which has no causal LM "
+                "architecture here"
+            )
+        tokenizer: PreTrainedTokenizerBase = _step(
+            lambda: AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True),
+            directory,
+            "tokenizer.json (with tokenizer_config.json) is not a tokenizer transformers can read",
+        )
+        loaded: Any = _step(
+            lambda: AutoModelForCausalLM.from_pretrained(
                 directory,
+                config=config,
                 trust_remote_code=False,
                 local_files_only=True,
+                # Never a pickle: without this transformers falls back to pytorch_model.bin (torch.load).
+                use_safetensors=True,
                 dtype=torch.float32,
                 output_loading_info=True,
                 # Reported in ``mismatched_keys`` with both shapes (and refused below), where the default raises
                 # "look at the above report", a report only the server log sees.
                 ignore_mismatched_sizes=True,
-            )
-            model: Any = loaded[0]
-            loading: dict[str, Any] = loaded[1]
-        except (ValueError, RuntimeError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            # An imported model whose files disagree (weights of another shape than config.json says, an
-            # architecture transformers does not know, a tokenizer.json it cannot read) is the model's fault:
-            # every call to it was a 500. Said once per call as a 400 naming what failed.
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise InvalidInput(f"the model's files do not load: {type(exc).__name__}: {reason}") from exc
+            ),
+            directory,
+            f"the weights in {weights} do not load into the {type(config).__name__} {CONFIG} describes",
+        )
+        model: Any = loaded[0]
+        loading: dict[str, Any] = loaded[1]
         mismatched = sorted(loading.get("mismatched_keys") or [], key=lambda item: str(item[0]))
         if mismatched:
             name, stored, expected = mismatched[0]
@@ -120,6 +170,7 @@ def load_causal_lm(directory: Path) -> CausalLM:
                 f"the model's weights lack {len(missing)} tensors its config.json describes (e.g. '{missing[0]}'); "
                 "import weights that match the config"
             )
+        _check_vocabulary(model, tokenizer)
         model.eval()
         rss = max(0, _rss_bytes() - before)
     forward_args = model.forward.__code__.co_varnames[: model.forward.__code__.co_argcount]
