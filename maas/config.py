@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, description="Largest body of any other request (a predict call, say)."
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest request head (request line and headers) accepted; a larger one is refused with 431.",
+    )
+    max_headers: int = Field(default=100, gt=0, description="Most headers a request may have; more are a 431.")
     max_columns: int = Field(
         default=2000, gt=0, description="Most columns a dataset may have (profiling costs ~1 ms per column)."
     )
@@ -72,6 +78,19 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         description="torch threads of each language model's decode loop; unset: torch's default (one per core).",
+    )
+    chat_template_budget_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="Longest a tenant's own chat template may take to render one conversation; past it the render "
+        "is stopped (its worker process killed) and the request gets a 400 chat_template_timeout.",
+    )
+    chat_template_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Worker processes rendering tenants' chat templates (a template is a program: it never runs "
+        "in the server's process, where it could not be stopped): forks of one ~60 MB process, ~20 MB each.",
     )
     worker_threads: int = Field(default=0, ge=0, description="torch threads per worker; 0 lets torch choose.")
 

@@ -11,23 +11,30 @@ Scheduling policy (latency first):
 2. When nothing is running and an item arrives, it is dispatched at once, alone: at concurrency 1
    the batcher adds no wait.
 3. Items that arrive while a batch runs are queued. When the batch finishes, the queue (up to
-   ``max_batch_size`` items, oldest first) forms the next batch.
-4. ``max_wait_s`` is an extra wait to fill a batch, and it applies only when the queue holds more than
-   one item and fewer than ``max_batch_size``: the batcher then waits until the queue is full or
-   ``max_wait_s`` (monotonic clock) has passed since it started forming the batch, whichever comes
-   first. A single queued item never waits. ``max_wait_s=0`` switches the extra wait off.
-5. ``process_batch`` is synchronous and runs in a thread (the given executor, or a dedicated single
+   ``max_batch_size`` items, and up to ``max_batch_cost`` by the optional ``cost(item)``) forms the next
+   batch, always at least one item.
+4. The queue is fair between keys (``submit(item, key=tenant)``; see :class:`~maas.serving.fair.FairQueue`):
+   the key served least so far (by cost) goes first, items of one key stay in order. With a cost budget,
+   one tenant's large request, submitted as slices (:meth:`AdaptiveBatcher.submit_many`), makes another
+   tenant's small request wait for at most the slice in flight, not for the whole request. Without keys it
+   is a FIFO queue.
+5. ``max_wait_s`` is an extra wait to fill a batch, and it applies only when the queue holds more than
+   one item and fewer than ``max_batch_size`` (and less than ``max_batch_cost``): the batcher then waits
+   until the queue is full or ``max_wait_s`` (monotonic clock) has passed since it started forming the
+   batch, whichever comes first. A single queued item never waits. ``max_wait_s=0`` switches the extra
+   wait off.
+6. ``process_batch`` is synchronous and runs in a thread (the given executor, or a dedicated single
    thread owned by the batcher), so the event loop is never blocked; except a batch for which the
    optional ``run_inline(items)`` says yes, which runs on the event loop itself. That is for batches so
    cheap (a small MLP on a few rows: microseconds) that the hop to a thread and back would cost
    more than the work. Such an item submitted to an idle batcher (nothing queued, nothing running)
    runs at once in the caller's coroutine, without a hand-off to the batcher's task.
-6. ``process_batch`` must return exactly one result per item, in order. If it raises, every caller
+7. ``process_batch`` must return exactly one result per item, in order. If it raises, every caller
    of the batch gets that exception; if it returns the wrong number of results, every caller gets
    :class:`BatchResultMismatch`.
-7. A caller that is cancelled (its client went away) before its item is dispatched is dropped from
+8. A caller that is cancelled (its client went away) before its item is dispatched is dropped from
    the queue; one cancelled while its batch runs is simply not answered.
-8. :meth:`AdaptiveBatcher.close` stops accepting items (``submit`` then raises
+9. :meth:`AdaptiveBatcher.close` stops accepting items (``submit`` then raises
    :class:`BatcherClosed`), finishes everything already queued, and releases the batcher's own thread.
 """
 
@@ -37,12 +44,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from maas.errors import Unavailable
+from maas.serving.fair import FairQueue
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -81,22 +88,28 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
         max_wait_s: float,
         executor: concurrent.futures.Executor | None = None,
         run_inline: Callable[[list[ItemT]], bool] | None = None,
+        cost: Callable[[ItemT], int] | None = None,
+        max_batch_cost: int | None = None,
         name: str = "",
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_batch_cost is not None and max_batch_cost < 1:
+            raise ValueError(f"max_batch_cost must be at least 1, got {max_batch_cost}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
         self._process_batch = process_batch
         self._run_inline = run_inline
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
+        self._cost = cost or _one
+        self._max_batch_cost = max_batch_cost
         self._name = name
         self._owns_executor = executor is None
         self._executor: concurrent.futures.Executor = executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"batcher-{name}" if name else "batcher"
         )
-        self._queue: deque[_Pending[ItemT, ResultT]] = deque()
+        self._queue: FairQueue[_Pending[ItemT, ResultT]] = FairQueue()
         self._busy = False  # a batch is running (in the executor): new items must queue behind it
         self._closed = False
         # Created on the first submit, inside the running loop.
@@ -120,25 +133,49 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
         """Items waiting for a batch (not counting the batch in flight)."""
         return len(self._queue)
 
-    async def submit(self, item: ItemT) -> ResultT:
-        """Queue ``item`` and return its result once its batch has run.
+    async def submit(self, item: ItemT, *, key: Hashable = None) -> ResultT:
+        """Queue ``item`` (in the fair share of ``key``) and return its result once its batch has run.
 
         Raises :class:`BatcherClosed` after :meth:`close`, the exception ``process_batch`` raised for
         the batch, or :class:`BatchResultMismatch`.
         """
-        if self._closed:
-            raise BatcherClosed(f"the batcher{self._label()} is closed and accepts no new items")
+        self._check_open()
         if not self._busy and not self._queue and self._run_inline is not None and self._run_inline([item]):
             # Idle, and the item is cheap: run it now in the caller. Handing it to the worker task would
             # only add two turns of the event loop, and nothing else could join its batch meanwhile.
             return self._run_alone(item)
-        loop = asyncio.get_running_loop()
-        wakeup = self._ensure_worker()
-        future: asyncio.Future[ResultT] = loop.create_future()
-        self._queue.append(_Pending(item, future))
-        wakeup.set()
+        (future,) = self._enqueue([item], key)
         # If this coroutine is cancelled, awaiting cancels the future too; the worker skips it.
         return await future
+
+    async def submit_many(self, items: Sequence[ItemT], *, key: Hashable = None) -> list[ResultT]:
+        """Queue the slices of one request together and return their results in order.
+
+        Each slice is an item of its own (other keys' items are taken between them, see the fair queue); the
+        first failing slice fails the call, and the slices not run yet are dropped, as when the caller is
+        cancelled."""
+        self._check_open()
+        futures = self._enqueue(items, key)
+        try:
+            return [await future for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()  # a no-op for those done; the rest are dropped from the queue
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BatcherClosed(f"the batcher{self._label()} is closed and accepts no new items")
+
+    def _enqueue(self, items: Sequence[ItemT], key: Hashable) -> list[asyncio.Future[ResultT]]:
+        loop = asyncio.get_running_loop()
+        wakeup = self._ensure_worker()
+        futures: list[asyncio.Future[ResultT]] = []
+        for item in items:
+            future: asyncio.Future[ResultT] = loop.create_future()
+            self._queue.push(key, _Pending(item, future), self._cost(item))
+            futures.append(future)
+        wakeup.set()
+        return futures
 
     def _run_alone(self, item: ItemT) -> ResultT:
         results = self._process_batch([item])
@@ -184,21 +221,29 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
                 batch = self._take_batch()
                 if batch:
                     await self._dispatch(batch)
+                    # Let the callers just answered run first: one whose slice failed drops its other slices
+                    # (submit_many) before the next batch is taken.
+                    await asyncio.sleep(0)
         finally:
             # Only reached with items left if the worker itself was cancelled (loop shutdown).
             while self._queue:
-                pending = self._queue.popleft()
+                pending = self._queue.pop()
                 if not pending.future.done():
                     pending.future.set_exception(
                         BatcherClosed(f"the batcher{self._label()} stopped before running this item")
                     )
 
+    def _partly_filled(self) -> bool:
+        """2 or more items queued, and room for more in a batch."""
+        below_cost = self._max_batch_cost is None or self._queue.cost < self._max_batch_cost
+        return 1 < len(self._queue) < self._max_batch_size and below_cost
+
     async def _fill(self, wakeup: asyncio.Event) -> None:
-        """Wait up to ``max_wait_s`` for a partly filled queue (2 or more items) to fill up."""
+        """Wait up to ``max_wait_s`` for a partly filled queue to fill up."""
         if self._max_wait_s <= 0 or self._closed:
             return
         deadline = time.monotonic() + self._max_wait_s
-        while 1 < len(self._queue) < self._max_batch_size and not self._closed:
+        while self._partly_filled() and not self._closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -208,15 +253,21 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
             self._drop_cancelled()
 
     def _drop_cancelled(self) -> None:
-        if any(pending.future.done() for pending in self._queue):
-            self._queue = deque(pending for pending in self._queue if not pending.future.done())
+        self._queue.remove_if(lambda pending: pending.future.done())
 
     def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
+        """The next batch in fair order, within ``max_batch_size`` items and ``max_batch_cost``."""
         batch: list[_Pending[ItemT, ResultT]] = []
+        total = 0
         while self._queue and len(batch) < self._max_batch_size:
-            pending = self._queue.popleft()
-            if not pending.future.done():
-                batch.append(pending)
+            pending, cost = self._queue.peek()
+            if pending.future.done():
+                self._queue.pop()
+                continue
+            if batch and self._max_batch_cost is not None and total + cost > self._max_batch_cost:
+                break
+            batch.append(self._queue.pop())
+            total += cost
         return batch
 
     async def _dispatch(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
@@ -248,6 +299,10 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+
+def _one(_: object) -> int:
+    return 1
 
 
 def _fail_all(batch: list[_Pending[ItemT, ResultT]], exc: BaseException) -> None:

@@ -6,6 +6,11 @@ are merged by an :class:`~maas.serving.batcher.AdaptiveBatcher`: the rows of eve
 sorted by length and run in chunks padded only to their own longest row, so a short sentence never pays
 for a long one's padding.
 
+Fairness between tenants on a shared model: a request is cut into slices of at most ``CHUNK_ROWS`` rows
+(sorted by length first, so each slice pads only to similar rows), a batch holds at most ``CHUNK_ROWS``
+rows, and the batcher's queue is fair between tenants. One tenant's 384 inputs are then 12 slices, and
+another tenant's one-line request waits for the slice in flight, not for all 12.
+
 Inputs longer than the model's window (``max_tokens``, 256 for all-MiniLM-L6-v2) are **rejected**, not
 truncated: a silently truncated text gets an embedding of only its beginning, and the caller could not tell.
 The count includes the special tokens the model adds (``[CLS]``/``[SEP]``), i.e. what the model processes
@@ -15,7 +20,6 @@ and what usage meters.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +27,12 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
 
 from maas.errors import InvalidInput
 from maas.registry.catalog import ResolvedModel
+from maas.registry.onnx_safety import check_onnx_bytes
 from maas.serving.batcher import AdaptiveBatcher
+from maas.serving.tokenizer_host import load_tokenizer
 from maas.singleflight import SingleFlight
 from maas.storage import ArtifactStore
 
@@ -45,7 +50,7 @@ Matrix = np.ndarray[Any, np.dtype[np.float32]]
 class EmbeddingModel:
     """A loaded embedding model (STYLE habit 1): load once, then tokenize → embed many times."""
 
-    def __init__(self, name: str, onnx_bytes: bytes, tokenizer_json: str, signature: dict[str, Any]) -> None:
+    def __init__(self, name: str, onnx_bytes: bytes, tokenizer_json: bytes, signature: dict[str, Any]) -> None:
         started = time.perf_counter()
         self.name = name
         self.dimensions = int(signature["dimensions"])
@@ -56,30 +61,32 @@ class EmbeddingModel:
         # export ourselves do both inside.
         self._pool = str(signature.get("pooling", "mean")) if signature.get("pool_in_runtime") else None
         self._normalize = bool(signature.get("normalize_in_runtime"))
-        self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        # Our own policy, whatever the file says: no silent truncation (see the module docstring), and
-        # padding is done per chunk in ``embed``.
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        padding = json.loads(tokenizer_json).get("padding") or {}
-        self.pad_id = int(padding.get("pad_id", 0))
-        self._prefix, self._suffix = self._special_frame()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        # No truncation (see the module docstring), no padding (done per chunk in ``embed``). A large file is
+        # loaded and run by a helper process: parsing it here would stall the server (see tokenizer_host).
+        self.tokenizer = load_tokenizer(tokenizer_json)
+        facts = self.tokenizer.facts
+        self.vocab_size = facts.vocab_size
+        self.pad_id = facts.pad_id
+        self._prefix, self._suffix = facts.prefix, facts.suffix
+        try:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Given bytes, ONNX Runtime reads "external data" against the working directory (the admin key lives
+            # there): refused at import, and here again for versions imported before that check.
+            check_onnx_bytes(onnx_bytes, ONNX_FILE)
+            self._session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        except BaseException:
+            self.tokenizer.close()  # a helper process, maybe
+            raise
         self.load_seconds = time.perf_counter() - started
 
-    def _special_frame(self) -> tuple[list[int], list[int]]:
-        """The special tokens the tokenizer puts before and after a text ([CLS] … [SEP] for BERT)."""
-        probe = self.tokenizer.encode("a")
-        mask = probe.special_tokens_mask
-        first = next((i for i, special in enumerate(mask) if not special), len(mask))
-        last = max((i for i, special in enumerate(mask) if not special), default=first - 1)
-        return probe.ids[:first], probe.ids[last + 1 :]
+    @property
+    def tokenizes_inline(self) -> bool:
+        """Whether a few texts may be tokenized on the event loop (False: the tokenizer is another process)."""
+        return self.tokenizer.in_process
 
     def tokenize(self, texts: list[str]) -> Rows:
-        return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+        return self.tokenizer.tokenize(texts)
 
     def frame(self, ids: list[int]) -> list[int]:
         """Token ids given by the caller, wrapped in the model's special tokens like a tokenised text."""
@@ -135,13 +142,26 @@ def batch_runner(model: EmbeddingModel) -> Callable[[list[Rows]], list[Matrix]]:
     return run
 
 
+def slices(rows: Rows) -> tuple[list[int], list[Rows]]:
+    """The rows sorted by length and cut into slices of ``CHUNK_ROWS``, with the order they were sorted in."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    return order, [[rows[i] for i in order[start : start + CHUNK_ROWS]] for start in range(0, len(rows), CHUNK_ROWS)]
+
+
 @dataclass
 class LoadedEmbedding:
     model: EmbeddingModel
     batcher: AdaptiveBatcher[Rows, Matrix]
 
-    async def embed(self, rows: Rows) -> Matrix:
-        return await self.batcher.submit(rows)
+    async def embed(self, rows: Rows, *, tenant: str | None = None) -> Matrix:
+        """One embedding per row, in order; submitted as slices in ``tenant``'s fair share of the model."""
+        if len(rows) <= CHUNK_ROWS:
+            return await self.batcher.submit(rows, key=tenant)
+        order, parts = slices(rows)
+        results = await self.batcher.submit_many(parts, key=tenant)
+        vectors = np.empty((len(rows), self.model.dimensions), dtype=np.float32)
+        vectors[order] = np.concatenate(results)
+        return vectors
 
 
 def files_key(resolved: ResolvedModel) -> tuple[str, str]:
@@ -181,7 +201,7 @@ class EmbeddingService:
         onnx_digest, tokenizer_digest = key
 
         def read() -> EmbeddingModel:
-            tokenizer_json = self._store.get(tokenizer_digest).decode("utf-8")
+            tokenizer_json = self._store.get(tokenizer_digest)
             return EmbeddingModel(resolved.model_name, self._store.get(onnx_digest), tokenizer_json, resolved.signature)
 
         model = await asyncio.get_running_loop().run_in_executor(None, read)
@@ -191,6 +211,8 @@ class EmbeddingService:
                 batch_runner(model),
                 max_batch_size=self._max_batch_requests,
                 max_wait_s=self._max_wait_s,
+                cost=len,  # rows
+                max_batch_cost=CHUNK_ROWS,
                 name=f"embeddings/{resolved.model_name}",
             ),
         )
@@ -200,4 +222,5 @@ class EmbeddingService:
     async def close(self) -> None:
         for loaded in list(self._loaded.values()):
             await loaded.batcher.close()
+            loaded.model.tokenizer.close()
         self._loaded.clear()

@@ -24,6 +24,8 @@ MAX_ENCODED_BYTES = 8 * 1024 * 1024  # per instance; the request body limit usua
 class ImageOnnxModel:
     accepted_parameters = frozenset({"top_k"})
     batchable = True
+    # Decoding a PNG/JPEG is milliseconds to a second (a 4096 x 4096 PNG): never on the event loop.
+    encode_in_thread = True
 
     def __init__(
         self, identity: ModelIdentity, artifact: bytes, preprocessing: dict[str, Any], signature: dict[str, Any]

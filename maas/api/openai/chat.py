@@ -3,6 +3,10 @@
 Messages are checked by hand so each mistake is a 400 naming its field (``messages[2].role``), as OpenAI
 answers. Roles: system, developer (rendered as system), user, assistant, tool; content is a string or a
 list of text parts.
+
+A tenant's own chat template renders in a worker process within ``MAAS_CHAT_TEMPLATE_BUDGET_SECONDS``: past
+it the render is stopped and the answer is a 400 ``chat_template_timeout`` (param ``messages``); a client that
+leaves meanwhile stops it too. The platform's templates render in this process.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from maas.api.auth import State, TenantCaller
 from maas.api.openai.chat_schemas import ChatCompletion, ChatCompletionRequest
 from maas.api.openai.completions import (
     CLIENT_CLOSED_REQUEST,
-    TOKENIZE_INLINE_CHARS,
     Generation,
     RunningGeneration,
     bounded,
@@ -27,10 +30,12 @@ from maas.api.openai.completions import (
     sse,
     start,
     stop_strings,
+    unless_disconnected,
 )
 from maas.api.openai.errors import OpenAIError
 from maas.api.openai.models import Runtime
-from maas.serving.generation.service import ChatTemplateFailed, NoChatTemplate
+from maas.serving.generation.service import NoChatTemplate
+from maas.serving.generation.template_worker import ChatTemplateFailed, ChatTemplateTimedOut
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["openai"])
 
@@ -124,16 +129,28 @@ async def create_chat_completion(
     stop_strings(body.stop)
     resolved, model = await causal_lm(state, runtime, service, caller.tenant_id, body.model)
     try:
-        size = sum(len(message["content"]) for message in messages)
-        if not resolved.platform:
-            # A tenant's own chat template is a Jinja program with no time limit (nested loops can run for
-            # minutes): it never runs on the event loop, where it would stall every other request.
-            size = TOKENIZE_INLINE_CHARS + 1
-        prompt = await off_loop_if_long(size, model.chat_prompt, messages, body.model)
+        if resolved.platform:
+            size = sum(len(message["content"]) for message in messages)
+            prompt = await off_loop_if_long(size, model.chat_prompt, messages, body.model)
+        else:
+            # A tenant's own template is a program (nested loops can run for minutes): it renders in a worker
+            # process that is killed past the budget, or as soon as the client leaves.
+            rendering = service.render_chat(model, messages, model_name=body.model, tenant=caller.tenant_id)
+            text = await unless_disconnected(request, rendering)
+            if text is None:
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            prompt = await off_loop_if_long(len(text), model.encode_rendered, text)
     except NoChatTemplate as exc:
         raise OpenAIError(str(exc), param="model", code="model_not_supported") from exc
     except ChatTemplateFailed as exc:
         raise OpenAIError(str(exc), param="messages", code="invalid_chat_template") from exc
+    except ChatTemplateTimedOut as exc:
+        raise OpenAIError(
+            f"the chat template of model '{body.model}' did not finish rendering this conversation within its "
+            f"budget of {exc.budget_s:g} s and was stopped; shorten the conversation or fix the template",
+            param="messages",
+            code="chat_template_timeout",
+        ) from exc
     max_tokens = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     try:

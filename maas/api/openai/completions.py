@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -45,6 +45,9 @@ COMPLETION_METER = "completion_tokens"
 TOKENIZE_INLINE_CHARS = 20_000
 # A client that gives up on a non-streamed reply (an SDK timeout) is noticed within this time.
 _DISCONNECT_POLL_SECONDS = 0.5
+# ... and one that leaves while its chat template renders (the render is then stopped) within this one.
+_RENDER_DISCONNECT_POLL_SECONDS = 0.1
+T = TypeVar("T")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -53,8 +56,14 @@ async def generation_service(request: Request) -> GenerationService:
     service: GenerationService | None = getattr(request.app.state, "maas_generation", None)
     if service is None:
         state: AppState = request.app.state.maas
-        threads = state.settings.generation_threads  # MAAS_GENERATION_THREADS; None: torch's default
-        service = GenerationService(state.store, state.settings.home / "model-dirs", threads=threads)
+        settings = state.settings
+        service = GenerationService(
+            state.store,
+            settings.home / "model-dirs",
+            threads=settings.generation_threads,  # MAAS_GENERATION_THREADS; None: torch's default
+            template_workers=settings.chat_template_workers,
+            template_budget_s=settings.chat_template_budget_seconds,
+        )
         state.metrics.registry.register(GenerationCollector(service))
         request.app.state.maas_generation = service
     return service
@@ -205,6 +214,26 @@ def start(
         prompt_tokens=len(prompt),
         id=f"{id_prefix}{uuid.uuid4().hex}",
     )
+
+
+async def unless_disconnected(
+    request: Request, work: Awaitable[T], poll_seconds: float = _RENDER_DISCONNECT_POLL_SECONDS
+) -> T | None:
+    """``work``'s result, or None as soon as the client has hung up: ``work`` is then cancelled (a chat
+    template's worker is killed), so nothing keeps running for a caller who is gone."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_seconds)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:

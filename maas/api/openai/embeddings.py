@@ -100,12 +100,13 @@ async def create_embeddings(body: EmbeddingRequest, state: State, caller: Tenant
             param="dimensions",
         )
     count = 1 if isinstance(body.input, str) else len(body.input)
-    if count > TOKENIZE_INLINE_MAX:
+    if count > TOKENIZE_INLINE_MAX or not model.tokenizes_inline:
         rows = await run_in_threadpool(_rows, model, body.input)
     else:
         rows = _rows(model, body.input)
     _check_lengths(model, rows, body.model)
-    vectors = await loaded.embed(rows)
+    # In the tenant's fair share: a large request of another tenant on the same model cannot hold it back.
+    vectors = await loaded.embed(rows, tenant=caller.tenant_id)
     tokens = sum(len(row) for row in rows)
     state.usage.add(caller.tenant_id, METER, tokens, resolved.model_name)
     content = _body(np.asarray(vectors), body.encoding_format, resolved.model_name, tokens)

@@ -3,6 +3,10 @@
 torch and transformers are imported only here, when the first causal-lm request arrives (``_load``): the API
 process serves every other family without them.
 
+A tenant's own chat template is a program: it renders in a worker process with a time budget
+(:mod:`~maas.serving.generation.template_worker`, ``GenerationService.templates``). The platform's templates,
+published by the admin, render in this process (``chat_prompt``): about 0.1 ms for a chat turn with SmolLM2's.
+
 Prompt bounds are checked before anything is queued: a prompt that does not fit the model's context is
 **rejected** (400 ``context_length_exceeded``), never truncated, since a silently cut conversation gets a
 reply to something the caller did not send; ``max_tokens`` may not reach past the context either.
@@ -14,7 +18,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +28,7 @@ from prometheus_client.registry import Collector
 from maas.errors import InvalidInput
 from maas.registry.catalog import ResolvedModel, materialize
 from maas.serving.generation.params import DEFAULT_MAX_TOKENS, SamplingParams
+from maas.serving.generation.template_worker import ChatTemplate, ChatTemplateFailed, TemplateWorkers
 from maas.singleflight import SingleFlight
 from maas.storage import ArtifactStore
 
@@ -45,11 +50,6 @@ class NoChatTemplate(ValueError):
     pass
 
 
-class ChatTemplateFailed(ValueError):
-    """The model's chat template raised while rendering a conversation (its ``raise_exception``, e.g. "roles
-    must alternate user/assistant", or a template the sandbox refuses): the request's or the model's fault."""
-
-
 @dataclass
 class LoadedGenerator:
     """One loaded model version, shared by every caller of the same files (tenants who imported the same
@@ -60,13 +60,35 @@ class LoadedGenerator:
     lm: CausalLM
     engine: GenerationEngine
     files_key: str = ""  # the digest of its files: what tells apart two loaded models of the same name
+    _template: ChatTemplate | None = field(default=None, repr=False)
 
     @property
     def context_length(self) -> int:
         return self.lm.context_length
 
+    def chat_template(self, model_name: str) -> ChatTemplate:
+        """The model's chat template with the variables ``apply_chat_template`` renders it with (its special
+        tokens), for a worker process to render (:meth:`GenerationService.render_chat`)."""
+        if not self.lm.has_chat_template:
+            raise NoChatTemplate(f"model '{model_name}' has no chat template; use /v1/completions with a plain prompt")
+        if self._template is None:
+            tokenizer = self.lm.tokenizer
+            try:
+                source = tokenizer.get_chat_template()
+            except ValueError as exc:  # several named templates and none called 'default'
+                raise ChatTemplateFailed(f"the chat template of model '{model_name}' cannot be chosen: {exc}") from exc
+            self._template = ChatTemplate(str(source), dict(tokenizer.special_tokens_map))
+        return self._template
+
+    def encode_rendered(self, text: str) -> list[int]:
+        """Token ids of a rendered conversation: the template already wrote the special tokens (BOS, role
+        markers), so none are added."""
+        ids: list[int] = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
     def chat_prompt(self, messages: list[dict[str, Any]], model_name: str) -> list[int]:
-        """Token ids of the conversation rendered by the model's own chat template, ready for the reply."""
+        """Token ids of the conversation rendered in this process by the model's own chat template: for the
+        platform's models only (a tenant's template renders in a worker, see :meth:`GenerationService.render_chat`)."""
         if not self.lm.has_chat_template:
             raise NoChatTemplate(f"model '{model_name}' has no chat template; use /v1/completions with a plain prompt")
         try:
@@ -78,9 +100,7 @@ class LoadedGenerator:
             raise ChatTemplateFailed(
                 f"the chat template of model '{model_name}' could not render this conversation: {exc}"
             ) from exc
-        # The template already wrote the special tokens (BOS, role markers): add none.
-        ids: list[int] = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
+        return self.encode_rendered(text)
 
     def text_prompt(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -123,8 +143,17 @@ def _files_key(files: dict[str, str]) -> str:
 
 class GenerationService:
     def __init__(
-        self, store: ArtifactStore, cache_dir: Path, *, max_batch_sequences: int = 32, threads: int | None = None
+        self,
+        store: ArtifactStore,
+        cache_dir: Path,
+        *,
+        max_batch_sequences: int = 32,
+        threads: int | None = None,
+        template_workers: int = 2,
+        template_budget_s: float = 2.0,
     ) -> None:
+        # No process starts here: the first tenant's template to render starts the workers.
+        self.templates = TemplateWorkers(workers=template_workers, budget_s=template_budget_s)
         self._store = store
         self._cache_dir = cache_dir
         self._max_batch_sequences = max_batch_sequences
@@ -167,10 +196,27 @@ class GenerationService:
         engine = GenerationEngine(lm, max_batch_sequences=self._max_batch_sequences, threads=self._threads)
         return LoadedGenerator(name=resolved.model_name, lm=lm, engine=engine, files_key=_files_key(resolved.files))
 
+    async def render_chat(
+        self, model: LoadedGenerator, messages: list[dict[str, Any]], *, model_name: str, tenant: str
+    ) -> str:
+        """The conversation rendered by the model's chat template in a worker process, within the budget.
+
+        Raises NoChatTemplate, ChatTemplateFailed, or ChatTemplateTimedOut (the render was stopped). Cancelling
+        the call (the client left) stops the render too."""
+        template = model.chat_template(model_name)
+        try:
+            return await self.templates.render(template, messages, tenant=tenant)
+        except ChatTemplateFailed as exc:
+            raise ChatTemplateFailed(
+                f"the chat template of model '{model_name}' could not render this conversation: {exc}"
+            ) from exc
+
     def loaded(self) -> list[LoadedGenerator]:
         return list(self._models.values())
 
     def close(self) -> None:
+        """Blocking (the engines' threads are joined): called in a thread at shutdown."""
+        self.templates.kill_all()
         for model in self._models.values():
             model.engine.close()
         self._models.clear()
