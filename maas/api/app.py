@@ -15,8 +15,9 @@ from starlette.concurrency import run_in_threadpool
 
 from maas import __version__
 from maas.api import health
+from maas.api.json_body import parse_json_bodies
 from maas.api.metrics import ApiMetrics
-from maas.api.middleware import BodyLimit, RequestBodyLimits, RequestIdAndMetrics
+from maas.api.middleware import BodyLimit, RequestBodyLimits, RequestIdAndMetrics, UnexpectedErrors
 from maas.api.native import datasets, endpoints, jobs, models, pretrained, tenants
 from maas.api.openai import chat as openai_chat
 from maas.api.openai import completions as openai_completions
@@ -25,6 +26,7 @@ from maas.api.openai import files as openai_files
 from maas.api.openai import fine_tuning as openai_fine_tuning
 from maas.api.openai import models as openai_models
 from maas.api.problems import install_error_handlers
+from maas.api.redaction import Redactor
 from maas.api.state import AppState
 from maas.auth.admin_key import ensure_admin_key
 from maas.auth.cache import KeyCache
@@ -157,23 +159,26 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     metrics = ApiMetrics()
-    install_error_handlers(app)
+    install_error_handlers(app, Redactor.for_server(settings.home))
     # Routes are matched in order: the predict path's router goes first, so it is found soonest.
     for module in (endpoints, tenants, datasets, jobs, models):
         # Each router carries its full prefix, so a route's template (the metrics label) is its whole path.
-        app.include_router(module.router)
-    app.include_router(health.router)
-    app.include_router(openai_files.router)  # issue 4: fine-tuning files
-    app.include_router(openai_fine_tuning.router)  # issue 4: fine-tuning jobs
+        app.include_router(parse_json_bodies(module.router))
+    app.include_router(parse_json_bodies(health.router))
+    app.include_router(parse_json_bodies(openai_files.router))  # issue 4: fine-tuning files
+    app.include_router(parse_json_bodies(openai_fine_tuning.router))  # issue 4: fine-tuning jobs
     for router in (openai_models.router, openai_embeddings.router, pretrained.router):  # issue 4: pretrained models
-        app.include_router(router)
-    app.include_router(openai_chat.router)  # issue 4: text generation
-    app.include_router(openai_completions.router)
+        app.include_router(parse_json_bodies(router))
+    app.include_router(parse_json_bodies(openai_chat.router))  # issue 4: text generation
+    app.include_router(parse_json_bodies(openai_completions.router))
     app.add_middleware(
         RequestBodyLimits,
         request=BodyLimit(settings.max_request_bytes, "MAAS_MAX_REQUEST_BYTES"),
         upload=BodyLimit(settings.max_upload_bytes, "MAAS_MAX_UPLOAD_BYTES", framing_allowance=_MULTIPART_OVERHEAD),
         upload_paths=frozenset({"/api/v1/datasets", "/api/v1/models/import", "/v1/files"}),
     )
+    # The middleware added last runs first: RequestIdAndMetrics sets the request id before, and counts the status
+    # after, the 500 that UnexpectedErrors answers an unexpected exception with.
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(RequestIdAndMetrics, metrics=metrics)
     return app

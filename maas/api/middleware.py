@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,13 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maas.api.metrics import ApiMetrics
-from maas.api.openai.errors import is_openai_path
+from maas.api.problems import error_body, internal_error_body
+
+log = logging.getLogger("maas.api")
+
+# A caller's X-Request-ID is echoed (and logged) only if it looks like an id: short, and nothing that could
+# split a log line or a header. Anything else gets a fresh id, as if none had been sent.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -81,21 +88,53 @@ class RequestBodyLimits:
 
 async def _send_413(send: Send, rule: BodyLimit, path: str) -> None:
     detail = f"the request body is over the limit of {rule.limit} bytes ({rule.setting})"
-    if is_openai_path(path):
-        # The openai SDK reads ``error.message``: a problem+json body would surface as an error without a message.
-        error = {"message": detail, "type": "invalid_request_error", "param": None, "code": "request_too_large"}
-        body, content_type = json.dumps({"error": error}).encode(), b"application/json"
-    else:
-        problem = {"type": "about:blank", "title": "Payload too large", "status": 413, "detail": detail}
-        body, content_type = json.dumps(problem).encode(), b"application/problem+json"
+    # On /v1 in OpenAI's shape: the openai SDK reads ``error.message``.
+    await _send_error(send, 413, *error_body(413, "Payload too large", detail, path=path, code="request_too_large"))
+
+
+async def _send_error(send: Send, status: int, body: bytes, content_type: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class UnexpectedErrors:
+    """Answer an unexpected exception with a 500 in the route's error shape; log it once; keep the connection.
+
+    Starlette's ServerErrorMiddleware (outermost) answers too, but then re-raises: uvicorn logged the same
+    traceback a second time and closed the client's keep-alive connection. Caught here, inside it, a failure
+    that has not started its answer goes no further. One that has (a stream cut halfway) is re-raised: only a
+    closed connection tells the client the body is incomplete, and uvicorn's is then its one log line.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            # The id RequestIdAndMetrics echoes in X-Request-ID, so a user's report finds this log line.
+            request_id = scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+            log.exception("unhandled error (request %s)", request_id)
+            await _send_error(send, 500, *internal_error_body(scope["path"], request_id))
 
 
 class RequestIdAndMetrics:
@@ -109,7 +148,8 @@ class RequestIdAndMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = dict(scope["headers"]).get(b"x-request-id") or uuid.uuid4().hex.encode()
+        sent = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex.encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
         status_holder: dict[str, Any] = {}
 

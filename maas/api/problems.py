@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,8 +25,6 @@ from maas.errors import (
     Unauthorized,
     Unavailable,
 )
-
-log = logging.getLogger("maas.api")
 
 STATUS_OF: list[tuple[type[MaasError], int]] = [
     (PayloadTooLarge, 413),
@@ -88,38 +87,73 @@ def problem(
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def error_body(
+    status: int, title: str, detail: str, *, path: str, code: str | None = None, **extra: Any
+) -> tuple[bytes, bytes]:
+    """An error answered outside the handlers below (middleware, the HTTP protocol): its body and content type,
+    in the shape of the route asked for (OpenAI's on /v1, with ``code``; problem+json elsewhere)."""
+    if openai_errors.is_openai_path(path):
+        return json.dumps(openai_errors.envelope(status, detail, code=code)).encode(), b"application/json"
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return json.dumps(body).encode(), b"application/problem+json"
+
+
+def internal_error_body(path: str, request_id: str) -> tuple[bytes, bytes]:
+    """The answer to an unexpected exception: a generic text and the request id its log line carries."""
+    detail = f"an unexpected error occurred; request id {request_id}"
+    return error_body(500, "Internal error", detail, path=path, request_id=request_id)
+
+
+def _redacted(errors: list[dict[str, Any]], redact: Callable[[str], str]) -> list[dict[str, Any]]:
+    return [{key: redact(value) if isinstance(value, str) else value for key, value in e.items()} for e in errors]
+
+
+def _field_error(err: Any, redact: Callable[[str], str]) -> dict[str, Any]:
+    error = {"loc": list(err["loc"]), "msg": redact(str(err["msg"])), "type": err["type"]}
+    if err["type"] == "json_invalid" and (reason := (err.get("ctx") or {}).get("error")):
+        error["ctx"] = {"error": redact(str(reason))}  # what the JSON parser said (``Expecting value``)
+    return error
+
+
+def install_error_handlers(app: FastAPI, redact: Callable[[str], str]) -> None:
+    """Map errors to answers; every text taken from an exception goes through ``redact`` first (server paths
+    and keys out: :mod:`maas.api.redaction`)."""
+
     @app.exception_handler(MaasError)
     async def _domain(request: Request, exc: MaasError) -> JSONResponse:
         status = status_for(exc)
+        detail = redact(exc.detail)
         if openai_errors.is_openai_path(request.url.path):
-            return openai_errors.from_domain_error(exc, status)
+            return openai_errors.from_domain_error(exc, status, detail=detail)
         if status == 401:
             # Auth failures get one generic text: no hint whether a key exists or was revoked.
             return problem(401, exc.title, "a valid API key is required: send 'Authorization: Bearer <key>'")
-        return problem(status, exc.title, exc.detail, errors=exc.errors)
+        return problem(status, exc.title, detail, errors=_redacted(exc.errors, redact))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()]
+        errors = [_field_error(err, redact) for err in exc.errors()]
         if openai_errors.is_openai_path(request.url.path):
             return openai_errors.from_validation_errors(errors)
+        if errors and errors[0]["type"] == "json_invalid":
+            reason = errors[0].get("ctx", {}).get("error")
+            detail = "the request body is not valid JSON" + (f": {reason}" if reason else "")
+            return problem(422, "Invalid input", detail, errors=errors)
         named = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return problem(422, "Invalid input", f"the request is invalid: {named}", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = redact(str(exc.detail))
         if openai_errors.is_openai_path(request.url.path):
-            return openai_errors.openai_error(exc.status_code, str(exc.detail))
-        return problem(exc.status_code, "Error", str(exc.detail))
+            return openai_errors.openai_error(exc.status_code, detail)
+        return problem(exc.status_code, "Error", detail)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The id the middleware echoes in X-Request-ID, so a user's report finds this log line.
+    async def _last_resort(request: Request, exc: Exception) -> Response:
+        # Unexpected exceptions are answered and logged by the UnexpectedErrors middleware; one reaches here
+        # only when raised outside it or after its answer began. Starlette re-raises it after this answer,
+        # and uvicorn logs it (once) then; logging it here too would make two reports of one failure.
         request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-        log.exception("unhandled error (request %s)", request_id, exc_info=exc)
-        if openai_errors.is_openai_path(request.url.path):
-            return openai_errors.openai_error(500, f"an unexpected error occurred; request id {request_id}")
-        return problem(
-            500, "Internal error", f"an unexpected error occurred; request id {request_id}", request_id=request_id
-        )
+        body, content_type = internal_error_body(request.url.path, request_id)
+        return Response(body, status_code=500, media_type=content_type.decode())

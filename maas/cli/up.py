@@ -11,6 +11,7 @@ import uvicorn
 from rich.console import Console
 
 from maas.api.app import create_app
+from maas.api.http_protocol import HeadLimits, hardened_protocol
 from maas.auth.admin_key import ensure_admin_key
 from maas.cli.demo import print_openai_samples, run_demo
 from maas.config import Settings
@@ -111,5 +112,8 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 
     threading.Thread(target=publish, name="shipped-models", daemon=True).start()
     threading.Thread(target=demo_then_announce, name="demo", daemon=True).start()
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    protocol = hardened_protocol(HeadLimits(max_bytes=settings.max_header_bytes, max_headers=settings.max_headers))
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level="warning", access_log=False, http=protocol
+    )
     uvicorn.Server(config).run()

@@ -11,8 +11,26 @@ from maas.db.tenancy import get_owned, scoped
 from maas.errors import Conflict, InvalidInput
 from maas.ids import new_id
 from maas.registry import service as registry
+from maas.serving.loaders import RUNTIMES
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _unservable(model: Model) -> str | None:
+    """Why an endpoint cannot serve ``model``, or None: only families with a runtime here are served natively."""
+    if model.family in RUNTIMES:
+        return None
+    return (
+        f"model '{model.name}' is a {model.family} model, which endpoints do not serve: embedding and language "
+        "models are served under their own name by /v1 (POST /v1/embeddings, /v1/chat/completions, /v1/completions)"
+    )
+
+
+def _check_servable(session: Session, version: ModelVersion) -> None:
+    model = session.get(Model, version.model_id)
+    assert model is not None
+    if (reason := _unservable(model)) is not None:
+        raise InvalidInput(reason, errors=[{"loc": ["body", "model"], "msg": reason}])
 
 
 def _check_target(version: int | None, alias: str | None) -> None:
@@ -35,6 +53,7 @@ def create_endpoint(
     if session.scalars(scoped(Endpoint, tenant_id).where(Endpoint.name == name)).first() is not None:
         raise Conflict(f"an endpoint named '{name}' already exists")
     resolved = registry.resolve(session, tenant_id=tenant_id, name=model, version=version, alias=alias)
+    _check_servable(session, resolved)
     endpoint = Endpoint(
         id=new_id("ep"),
         tenant_id=tenant_id,
@@ -73,6 +92,7 @@ def update_endpoint(
         version=version,
         alias=alias or ("latest" if version is None else None),
     )
+    _check_servable(session, resolved)
     endpoint.model_id = resolved.model_id
     endpoint.version = version
     endpoint.alias = None if version is not None else (alias or "latest")
@@ -91,12 +111,27 @@ def model_name_of(session: Session, endpoint: Endpoint) -> str:
     return model.name
 
 
-def resolve_endpoint(session: Session, *, tenant_id: str, name: str) -> ModelVersion:
-    endpoint = get_endpoint(session, tenant_id, name)
+def serving_version(session: Session, endpoint: Endpoint) -> ModelVersion:
+    """The version ``endpoint`` points at now: pinned, or through its alias."""
     return registry.resolve(
         session,
-        tenant_id=tenant_id,
+        tenant_id=endpoint.tenant_id,
         name=model_name_of(session, endpoint),
         version=endpoint.version,
         alias=endpoint.alias,
     )
+
+
+def resolve_endpoint(session: Session, *, tenant_id: str, name: str) -> ModelVersion:
+    """The version a predict call on endpoint ``name`` is served by.
+
+    Creation refuses a model endpoints cannot serve, but an endpoint made before that check (an older
+    database) may still name one: its calls are a 409 saying where the model is served, not a failure to
+    load it (a KeyError in the runtime table, answered 500)."""
+    endpoint = get_endpoint(session, tenant_id, name)
+    version = serving_version(session, endpoint)
+    model = session.get(Model, version.model_id)
+    assert model is not None
+    if (reason := _unservable(model)) is not None:
+        raise Conflict(reason)
+    return version

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"], responses=PRO
 
 
 def _endpoint_out(session: Session, endpoint: Endpoint) -> EndpointOut:
-    serving = service.resolve_endpoint(session, tenant_id=endpoint.tenant_id, name=endpoint.name)
+    serving = service.serving_version(session, endpoint)
     return EndpointOut(
         id=endpoint.id,
         name=endpoint.name,

@@ -47,12 +47,16 @@ def is_openai_path(path: str) -> bool:
     return path.startswith(PREFIX) or path == PREFIX.rstrip("/")
 
 
-def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+def envelope(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """The body of an error in OpenAI's shape."""
     # A status not listed (405, 408, ...) is still the client's: only 5xx are server errors.
     kind = _TYPE_OF_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(envelope(status, message, param=param, code=code), status_code=status, headers=headers)
 
 
 def _param(errors: list[dict[str, Any]] | None) -> str | None:
@@ -63,10 +67,13 @@ def _param(errors: list[dict[str, Any]] | None) -> str | None:
     return ".".join(str(part) for part in loc) or None
 
 
-def from_domain_error(exc: MaasError, status: int) -> JSONResponse:
-    """Render a domain error; OpenAI answers invalid parameters with 400, so InvalidInput does too."""
+def from_domain_error(exc: MaasError, status: int, *, detail: str | None = None) -> JSONResponse:
+    """Render a domain error; OpenAI answers invalid parameters with 400, so InvalidInput does too.
+
+    ``detail`` replaces the error's own text (the caller's redacted copy of it)."""
+    detail = exc.detail if detail is None else detail
     if isinstance(exc, OpenAIError):
-        return openai_error(exc.status, exc.detail, param=exc.param, code=exc.code)
+        return openai_error(exc.status, detail, param=exc.param, code=exc.code)
     if isinstance(exc, InvalidInput) and not isinstance(exc, PayloadTooLarge):
         status = 400
     code = None
@@ -76,13 +83,16 @@ def from_domain_error(exc: MaasError, status: int) -> JSONResponse:
         return openai_error(
             401, "a valid API key is required: send 'Authorization: Bearer <key>'", code="invalid_api_key"
         )
-    return openai_error(status, exc.detail, param=_param(exc.errors), code=code)
+    return openai_error(status, detail, param=_param(exc.errors), code=code)
 
 
 def from_validation_errors(errors: list[dict[str, Any]]) -> JSONResponse:
     """Schema violations (a bound like ``n <= 8``, a wrong type) are 422, checked before any work is done."""
     if errors and errors[0].get("type") == "json_invalid":
-        return openai_error(422, "the request body is not valid JSON", code="invalid_json")
+        # The parser's reason (``Expecting value``, nested too deeply), where the error carries one.
+        reason = (errors[0].get("ctx") or {}).get("error")
+        message = "the request body is not valid JSON" + (f": {reason}" if reason else "")
+        return openai_error(422, message, code="invalid_json")
     # A missing body has loc ("body",): named as such rather than as an empty field name.
     named = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors[:5])
     return openai_error(422, f"the request is invalid: {named}", param=_param(errors), code="invalid_request")
