@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         description="Largest request head (request line and headers) accepted; a larger one is refused with 431.",
     )
     max_headers: int = Field(default=100, gt=0, description="Most headers a request may have; more are a 431.")
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a request head may take to arrive from its first byte; a slower one is a 408.",
+    )
     max_columns: int = Field(
         default=2000, gt=0, description="Most columns a dataset may have (profiling costs ~1 ms per column)."
     )

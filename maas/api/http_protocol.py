@@ -5,6 +5,8 @@ httptools joins them in Python until the header ends: a 64 MiB header held the e
 256 MiB made the server unresponsive for 80 s, before any key was checked. Here the head's bytes are counted
 as they arrive and the request is refused with 431 as soon as it passes the limit, before more is buffered;
 so is a head with too many headers. Both limits are settings (``MAAS_MAX_HEADER_BYTES``, ``MAAS_MAX_HEADERS``).
+A head must also arrive within ``MAAS_HEADER_TIMEOUT_SECONDS`` of its first byte (408 otherwise): uvicorn's
+keep-alive timer stops at the first byte, so a client sending one byte a second held a connection forever.
 
 ``Transfer-Encoding`` other than exactly ``chunked`` (``gzip, chunked``, or ``gzip`` and ``chunked`` in two
 headers; llhttp itself refuses ``chunked`` twice) is refused with 501 before the body is read: llhttp took such
@@ -18,6 +20,7 @@ a reset.
 
 from __future__ import annotations
 
+import asyncio
 import http
 import logging
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ class HeadLimits:
 
     max_bytes: int
     max_headers: int
+    timeout_s: float = 10.0
 
 
 class _Refused(Exception):
@@ -73,6 +77,21 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._header_count = 0
         self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self._refused and not self.transport.is_closing():
+            self._refuse(_Refused(408, f"the request head did not arrive within {self.limits.timeout_s:g} s"))
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's own version, fed in slices so that no more than the limit of a head is ever parsed.
@@ -87,6 +106,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                     return
                 # A slice may finish the head and carry body bytes: the loop feeds the rest uncounted.
                 piece, data = data[:room], data[room:]
+                if self._head_bytes == 0:
+                    self._head_timer = self.loop.call_later(self.limits.timeout_s, self._head_too_slow)
                 self._head_bytes += len(piece)
             else:
                 piece, data = data, b""
@@ -158,6 +179,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._stop_head_timer()
         codings = [value for name, value in self.headers if name == b"transfer-encoding"]
         if codings and [coding.strip().lower() for coding in codings] != [b"chunked"]:
             raise _Refused(

@@ -112,7 +112,13 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> None:
 
     threading.Thread(target=publish, name="shipped-models", daemon=True).start()
     threading.Thread(target=demo_then_announce, name="demo", daemon=True).start()
-    protocol = hardened_protocol(HeadLimits(max_bytes=settings.max_header_bytes, max_headers=settings.max_headers))
+    protocol = hardened_protocol(
+        HeadLimits(
+            max_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            timeout_s=settings.header_timeout_seconds,
+        )
+    )
     config = uvicorn.Config(
         create_app(settings), host=host, port=port, log_level="warning", access_log=False, http=protocol
     )

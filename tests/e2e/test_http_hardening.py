@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import select
 import socket
 import sqlite3
 import threading
@@ -43,6 +44,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             "MAAS_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),  # room for a body that takes seconds to parse
             "MAAS_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),  # a small encoder with MiniLM's tokenizer
             "MAAS_AUTH_CACHE_TTL_SECONDS": "1",
+            "MAAS_HEADER_TIMEOUT_SECONDS": "2",
         },
     ).start()
     yield server
@@ -113,6 +115,26 @@ def test_a_megabyte_header_is_431_at_once_and_the_server_keeps_answering(live: L
     assert "65536 bytes" in json.loads(body)["detail"]
     assert seconds < 3.0  # answered at the limit, not after the whole header (and the linger is no wait)
     assert worst < 1.0
+    assert httpx.get(f"{live.url}/healthz").status_code == 200
+
+
+def test_a_head_sent_a_byte_at_a_time_is_408_at_the_timeout(live: LiveServer) -> None:
+    # uvicorn's keep-alive timer stops at the first byte: a client trickling its head held the connection forever.
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
+        answer = b""
+        with contextlib.suppress(OSError):  # the server half-closes; a late byte may meet a reset
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 60:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+                if select.select([sock], [], [], 0)[0]:
+                    break
+            while chunk := sock.recv(65536):
+                answer += chunk
+    elapsed = time.perf_counter() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"within 2 s" in answer
+    assert elapsed < 5.0
     assert httpx.get(f"{live.url}/healthz").status_code == 200
 
 
