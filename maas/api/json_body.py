@@ -9,6 +9,9 @@ most every 5 ms): the loop stays responsive, and the large body itself costs abo
 Strings have no hook: a body of millions of short strings still holds the GIL while it is parsed (about
 0.15 s for 10 MB).
 
+A body over :data:`OFF_LOOP_BYTES` is parsed only for a caller whose key is valid (checked first, from the key
+cache): an anonymous client cannot make the server parse megabytes. Every route with a JSON body needs a key.
+
 Bodies up to :data:`OFF_LOOP_BYTES` are parsed on the loop as before: a thread hop would cost them more than
 the parse. JSON nested deeper than the parser's recursion limit (``[[[[…``) is a 422 that says so, and so is
 a body that is not JSON, not UTF-8, or holds a number too long to convert.
@@ -24,7 +27,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
+
+from maas.api.auth import authenticate
 
 # About a millisecond of parsing: more than the cost of handing the body to a thread.
 OFF_LOOP_BYTES = 64 * 1024
@@ -97,11 +103,23 @@ class JsonBodyRoute(APIRoute):
         async def handle_parsed(request: Request) -> Response:
             if declares_json(request.headers.get("content-type")):
                 body = await request.body()
+                if len(body) > OFF_LOOP_BYTES:
+                    await _require_valid_key(request)
                 if body:
                     request._json = await parse_body(body)
             return await handle(request)
 
         return handle_parsed
+
+
+async def _require_valid_key(request: Request) -> None:
+    """Raise Unauthorized unless the request carries a valid key (the route's own dependency checks it again,
+    from the cache, and applies the role)."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    credentials = (
+        HTTPAuthorizationCredentials(scheme=scheme, credentials=secret) if scheme.lower() == "bearer" else None
+    )
+    await authenticate(request, credentials)
 
 
 def parse_json_bodies(router: APIRouter) -> APIRouter:

@@ -241,6 +241,18 @@ def test_json_nested_too_deeply_is_a_422_that_says_so(live: LiveServer, tenant: 
         assert "nested too deeply" in text, text
 
 
+@pytest.mark.parametrize("path", ["/api/v1/endpoints/anything/predict", "/v1/embeddings"])
+def test_a_large_body_is_parsed_only_for_a_valid_key(live: LiveServer, path: str) -> None:
+    # The key is checked before a large body is parsed: an anonymous megabyte of (here unparseable) JSON is a
+    # 401, never a parse and a 422.
+    body = "[" * 200_000 + "]" * 200_000
+    for headers in ({}, {"Authorization": "Bearer maas_sk_not_a_key"}):
+        response = httpx.post(
+            f"{live.url}{path}", content=body, headers={**headers, "Content-Type": "application/json"}, timeout=60
+        )
+        assert response.status_code == 401, response.text
+
+
 # --- unexpected errors ---------------------------------------------------------------------------------
 
 
