@@ -9,6 +9,11 @@ or plain text. Refused, each with a message naming the file:
 - any JSON config naming ``auto_map`` or ``trust_remote_code`` (at any depth): they ask the loader to
   download or run the model's own Python classes.
 
+A large file (a tokenizer.json of tens of MB, a safetensors header past a MiB) is checked in a child process
+(``import_file_check``), one for all of an import's large files: parsing and loading it holds the interpreter
+for seconds, which in the API process would stall every request. The checks there are the ones here, and what
+they refuse is refused in the same words.
+
 Other files (README.md, licences, a training-data description) are not code and not needed: they are
 skipped and reported, never stored.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from maas.errors import InvalidInput
-from maas.registry.safetensors_check import ModelFileError, check_safetensors
+from maas.registry.child_process import ChildLimits, run_child
+from maas.registry.safetensors_check import MAX_HEADER_BYTES, ModelFileError, check_safetensors
 
 # Exact relative names of metadata files we keep (sentence-transformers and Hugging Face layouts).
 SAFE_NAMES = frozenset(
@@ -71,6 +78,17 @@ _MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json of a large vocabulary is te
 # Configs and tokenizers nest a handful of levels; far deeper is an attack on every recursive reader after us.
 MAX_JSON_DEPTH = 64
 _GGUF_MAGIC = b"GGUF"
+TOKENIZER = "tokenizer.json"
+# Checking a file parses it with the interpreter held throughout: json.loads about 60 ms a MiB, tokenizers
+# loading a tokenizer.json about 100 ms. Past this many bytes a file is checked in a child process instead.
+OFF_PROCESS_BYTES = 1 << 20
+# The child that checks them, named and never imported here: it runs this module's own checks.
+_FILE_CHECK = "maas.registry.import_file_check"
+# Its time: far more than the slowest parsing measured (a safetensors header, about 7 MB/s); its memory: a
+# parsed JSON file takes about ten times its size.
+_CHECK_BASE_S = 120.0
+_CHECK_S_PER_BYTE = 1e-6
+_CHECK_MEMORY_PER_BYTE = 24
 
 
 def refused(detail: str, name: str | None = None) -> InvalidInput:
@@ -85,9 +103,19 @@ class ModelFiles:
     root: Path
     files: dict[str, Path] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # A large tokenizer.json is loaded by the scan's child process: its refusal (None: it loads) waits here
+    # for ``check_tokenizer``, so it is raised where an in-process check would raise it.
+    tokenizer_verdicts: dict[str, str | None] = field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         return name in self.files
+
+    def check_tokenizer(self, name: str = TOKENIZER) -> None:
+        """Refuse the tokenizer file ``name`` unless the tokenizers library loads it (see ``check_tokenizer``)."""
+        if name not in self.tokenizer_verdicts:
+            check_tokenizer(self.files[name], name)
+        elif (error := self.tokenizer_verdicts[name]) is not None:
+            raise refused(error, name)
 
     def json(self, name: str) -> dict[str, Any]:
         value = read_json(self.files[name], name)
@@ -156,7 +184,7 @@ def read_json(path: Path, name: str) -> Any:
     return parse_json(path.read_bytes(), name)
 
 
-def check_tokenizer(path: Path, name: str = "tokenizer.json") -> None:
+def check_tokenizer(path: Path, name: str = TOKENIZER) -> None:
     """Refuse a ``tokenizer.json`` the tokenizers library does not load (it would fail on every call instead)."""
     try:
         Tokenizer.from_file(str(path))
@@ -210,6 +238,56 @@ def check_file(path: Path, name: str) -> None:
         _check_weights(path, name)
 
 
+def _parsed_bytes(path: Path, name: str) -> int:
+    """How many bytes ``check_file`` parses of the kept file ``name`` (0 for a file it refuses unparsed)."""
+    lower = name.lower()
+    if lower.endswith(".json"):
+        size = path.stat().st_size
+        return size if size <= _MAX_JSON_BYTES else 0
+    if lower.endswith(".safetensors"):
+        with path.open("rb") as handle:
+            head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        return length if length <= min(MAX_HEADER_BYTES, path.stat().st_size - 8) else 0
+    return 0
+
+
+def _check_in_child(heavy: dict[str, tuple[Path, int]]) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """What ``check_file`` says of each file in ``heavy`` (name -> (path, bytes parsed)), and ``check_tokenizer``
+    of a tokenizer.json among them, from one child process: name -> the refusal's message, None for a pass."""
+    parsed = [size for _, size in heavy.values()]
+    limits = ChildLimits(
+        timeout_s=_CHECK_BASE_S + _CHECK_S_PER_BYTE * sum(parsed),
+        memory_bytes=max(2 << 30, _CHECK_MEMORY_PER_BYTE * max(parsed)),
+    )
+    request = [
+        {"name": name, "path": str(path.absolute()), "tokenizer": name == TOKENIZER}
+        for name, (path, _) in heavy.items()
+    ]
+    with tempfile.TemporaryDirectory(prefix="maas-file-check-") as work:
+        (Path(work) / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        what = "checking " + ", ".join(f"'{name}'" for name in heavy)
+        report = run_child(_FILE_CHECK, [str(Path(work) / "request.json")], Path(work), limits=limits, what=what)
+    return report["files"], report["tokenizers"]
+
+
+def _listed(root: Path, package_code: bool) -> list[tuple[str, Path, str]]:
+    """(name, path, 'keep' | 'skip' | 'refuse') of every file under ``root``, in the order the scan checks them."""
+    listed: list[tuple[str, Path, str]] = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for filename in sorted(names):
+            path = Path(folder) / filename
+            name = path.relative_to(root).as_posix()
+            verdict = classify(name)
+            if package_code and name.lower().endswith((".py", ".pyc")):
+                verdict = "skip"
+            if verdict == "keep" and (filename.startswith(".") or not path.is_file()):
+                verdict = "skip"
+            listed.append((name, path, verdict))
+    return listed
+
+
 def scan_directory(root: Path, *, package_code: bool = False) -> ModelFiles:
     """Every file under ``root`` classified; raises InvalidInput naming the first refused file.
 
@@ -220,21 +298,32 @@ def scan_directory(root: Path, *, package_code: bool = False) -> ModelFiles:
     Hidden files and folders ('.git', '.cache', '.gitattributes') are skipped. A symbolic link to a regular
     file is read through: a server-local directory is chosen by the platform admin, and a Hugging Face cache
     snapshot is made of such links (archives, the tenants' path, refuse links before anything is written).
+
+    Files past OFF_PROCESS_BYTES are checked together in one child process, started when the scan reaches the
+    first of them (and a large tokenizer.json is loaded there too, for ``ModelFiles.check_tokenizer``); only
+    files before the first refused name can be the first refusal, so only they are sent.
     """
     found = ModelFiles(root=root)
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
-        for filename in sorted(names):
-            path = Path(folder) / filename
-            name = path.relative_to(root).as_posix()
-            verdict = classify(name)
-            if package_code and name.lower().endswith((".py", ".pyc")):
-                verdict = "skip"
-            if verdict == "refuse":
-                raise refused(_why_refused(name), name)
-            if filename.startswith(".") or verdict == "skip" or not path.is_file():
-                found.skipped.append(name)
-                continue
+    listed = _listed(root, package_code)
+    first_refused = next((i for i, (_, _, verdict) in enumerate(listed) if verdict == "refuse"), len(listed))
+    heavy = {
+        name: (path, size)
+        for name, path, verdict in listed[:first_refused]
+        if verdict == "keep" and (size := _parsed_bytes(path, name)) > OFF_PROCESS_BYTES
+    }
+    verdicts: dict[str, str | None] | None = None
+    for name, path, verdict in listed:
+        if verdict == "refuse":
+            raise refused(_why_refused(name), name)
+        if verdict == "skip":
+            found.skipped.append(name)
+            continue
+        if name not in heavy:
             check_file(path, name)
-            found.files[name] = path
+        else:
+            if verdicts is None:
+                verdicts, found.tokenizer_verdicts = _check_in_child(heavy)
+            if (error := verdicts[name]) is not None:
+                raise refused(error, name)
+        found.files[name] = path
     return found

@@ -40,7 +40,7 @@ from maas.registry.causal_lm_files import check_causal_lm_files, check_folder_sh
 from maas.registry.child_process import ChildLimits, run_child
 from maas.registry.import_archive import unpack_archive
 from maas.registry.import_convert import ONNX_NAME, max_sequence_length, sentence_transformer_layout
-from maas.registry.import_files import ModelFiles, check_tokenizer, refused, scan_directory
+from maas.registry.import_files import ModelFiles, refused, scan_directory
 from maas.registry.import_onnx import inspect_embedding_onnx
 from maas.registry.safetensors_check import ModelFileError
 from maas.registry.service import NewVersion, StoredFile, check_can_add_version, register_version
@@ -322,7 +322,7 @@ def prepare(found: ModelFiles, work: Path, *, digest: str, gguf_file: str | None
     if not found.files:
         raise InvalidInput("no model files found: expected safetensors, GGUF or ONNX weights with their configs")
     if found.has("tokenizer.json"):  # both families serve with it: one that does not load is refused here
-        check_tokenizer(found.files["tokenizer.json"])
+        found.check_tokenizer("tokenizer.json")  # a large one was loaded by the scan's child process
     family = detect_family(found)
     if family == EMBEDDING:
         files, main, signature, metrics = _prepare_embedding(found, work)
