@@ -75,6 +75,21 @@ CODE_SUFFIXES = (
 )
 _REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code")
 _MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json of a large vocabulary is tens of MB
+# Configs are read again in the server's process after the scan (family detection, signature, shard map):
+# they are kilobytes in real models, so a larger one is refused before anything parses it.
+_MAX_CONFIG_BYTES = 1024 * 1024
+_CONFIG_NAMES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "1_Pooling/config.json",
+        "special_tokens_map.json",
+        "model.safetensors.index.json",
+    }
+)
 # Configs and tokenizers nest a handful of levels; far deeper is an attack on every recursive reader after us.
 MAX_JSON_DEPTH = 64
 _GGUF_MAGIC = b"GGUF"
@@ -177,10 +192,15 @@ def parse_json(data: bytes, name: str) -> Any:
     return value
 
 
+def _json_limit(name: str) -> int:
+    return _MAX_CONFIG_BYTES if name in _CONFIG_NAMES else _MAX_JSON_BYTES
+
+
 def read_json(path: Path, name: str) -> Any:
     """The JSON in ``path`` (``name`` is how the model's archive calls it: messages never show server paths)."""
-    if path.stat().st_size > _MAX_JSON_BYTES:
-        raise refused(f"'{name}' is larger than {_MAX_JSON_BYTES // (1024 * 1024)} MB; is it really a config?", name)
+    limit = _json_limit(name)
+    if path.stat().st_size > limit:
+        raise refused(f"'{name}' is larger than {limit // (1024 * 1024)} MB; is it really a config?", name)
     return parse_json(path.read_bytes(), name)
 
 
@@ -243,7 +263,7 @@ def _parsed_bytes(path: Path, name: str) -> int:
     lower = name.lower()
     if lower.endswith(".json"):
         size = path.stat().st_size
-        return size if size <= _MAX_JSON_BYTES else 0
+        return size if size <= _json_limit(name) else 0
     if lower.endswith(".safetensors"):
         with path.open("rb") as handle:
             head = handle.read(8)

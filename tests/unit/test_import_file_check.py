@@ -66,12 +66,12 @@ def _safetensors(*, overlap: bool) -> bytes:
 
 
 LARGE_REFUSED = {
-    "auto_map at depth": ("config.json", _large({"a": {"b": [{"auto_map": {"AutoModel": "x.Y"}}]}})),
+    "auto_map at depth": ("tokenizer_config.json", _large({"a": {"b": [{"auto_map": {"AutoModel": "x.Y"}}]}})),
     "trust_remote_code": ("tokenizer_config.json", _large({"trust_remote_code": True})),
-    "nested too deep": ("config.json", b"[" * 100 + b"]" * 100 + b" " * (OFF_PROCESS_BYTES + 1)),
-    "not JSON": ("config.json", _large({})[:-1]),
-    "not UTF-8": ("config.json", b'{"a": "' + b"\xff" * (OFF_PROCESS_BYTES + 1) + b'"}'),
-    "a number too long": ("config.json", b"1" * (OFF_PROCESS_BYTES + 1)),
+    "nested too deep": ("tokenizer_config.json", b"[" * 100 + b"]" * 100 + b" " * (OFF_PROCESS_BYTES + 1)),
+    "not JSON": ("tokenizer_config.json", _large({})[:-1]),
+    "not UTF-8": ("tokenizer_config.json", b'{"a": "' + b"\xff" * (OFF_PROCESS_BYTES + 1) + b'"}'),
+    "a number too long": ("tokenizer_config.json", b"1" * (OFF_PROCESS_BYTES + 1)),
     "overlapping tensors": ("model.safetensors", _safetensors(overlap=True)),
 }
 
@@ -89,15 +89,26 @@ def test_a_large_file_is_refused_by_the_child_in_the_same_words(tmp_path: Path, 
 
 
 def test_a_large_config_naming_auto_map_is_refused(tmp_path: Path, children: list[str]) -> None:
-    folder = _write(tmp_path / "model", {"config.json": _large({"auto_map": {"AutoModel": "modeling.Evil"}})})
+    folder = _write(tmp_path / "model", {"tokenizer_config.json": _large({"auto_map": {"AutoModel": "modeling.Evil"}})})
     with pytest.raises(InvalidInput) as refused:
         scan_directory(folder)
     assert refused.value.detail == (
-        "'config.json' sets 'auto_map': the model needs its own Python code to load, which is never run here; "
-        "import a model that standard architectures load"
+        "'tokenizer_config.json' sets 'auto_map': the model needs its own Python code to load, which is never run "
+        "here; import a model that standard architectures load"
     )
-    assert refused.value.errors[0]["file"] == "config.json"
+    assert refused.value.errors[0]["file"] == "tokenizer_config.json"
     assert len(children) == 1
+
+
+@pytest.mark.parametrize("name", ["config.json", "modules.json", "model.safetensors.index.json"])
+def test_a_config_over_a_megabyte_is_refused_before_it_is_parsed(
+    tmp_path: Path, children: list[str], name: str
+) -> None:
+    # Configs are parsed again in the server's process after the scan; real ones are kilobytes.
+    folder = _write(tmp_path / "model", {name: _large({"model_type": "bert"})})
+    with pytest.raises(InvalidInput, match=f"'{name}' is larger than 1 MB"):
+        scan_directory(folder)
+    assert children == []
 
 
 def test_every_large_file_of_an_import_is_checked_in_one_child(tmp_path: Path, children: list[str]) -> None:
@@ -106,15 +117,20 @@ def test_every_large_file_of_an_import_is_checked_in_one_child(tmp_path: Path, c
     folder = _write(
         tmp_path / "model",
         {
-            "config.json": _large({"model_type": "bert"}),
+            "tokenizer_config.json": _large({"model_type": "bert"}),
             "tokenizer.json": json.dumps(tokenizer).encode(),
             "model.safetensors": _safetensors(overlap=False),
             "special_tokens_map.json": b"{}",
         },
     )
     found = scan_directory(folder)
-    assert children == ["checking 'config.json', 'model.safetensors', 'tokenizer.json'"]
-    assert set(found.files) == {"config.json", "tokenizer.json", "model.safetensors", "special_tokens_map.json"}
+    assert children == ["checking 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'"]
+    assert set(found.files) == {
+        "tokenizer_config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "special_tokens_map.json",
+    }
     assert found.tokenizer_verdicts == {"tokenizer.json": None}
     found.check_tokenizer()  # loaded by the child: passes here without a second load
     assert len(children) == 1
@@ -169,6 +185,6 @@ def test_a_child_past_its_time_refuses_naming_the_files_not_the_path(
 ) -> None:
     monkeypatch.setattr(import_files, "_CHECK_BASE_S", 0.001)
     monkeypatch.setattr(import_files, "_CHECK_S_PER_BYTE", 0.0)
-    folder = _write(tmp_path / "model", {"config.json": _large({})})
-    with pytest.raises(InvalidInput, match=r"^checking 'config\.json' took longer than 0 s; it was abandoned$"):
+    folder = _write(tmp_path / "model", {"vocab.json": _large({})})
+    with pytest.raises(InvalidInput, match=r"^checking 'vocab\.json' took longer than 0 s; it was abandoned$"):
         scan_directory(folder)
