@@ -12,7 +12,10 @@ so each is checked before any loader sees it:
   loader), no ``transformers_weights`` naming another file, no ``auto_map`` (the model's own code) and no
   attention kernel from the Hub (code too);
 - ``generation_config.json``: token ids are integers;
-- ``tokenizer_config.json``: any ``fast_tokenizer_files`` are plain names of the model's files.
+- ``tokenizer_config.json``: no key naming a file (``gguf_file``, ``vocab_file``, any ``*_file``/``*_files``,
+  ``vocab``/``merges`` as paths): transformers opens what they name, anywhere on the server; only
+  ``fast_tokenizer_files``, each a plain name of the model's files. ``tokenizer_class`` is one that builds
+  from tokenizer.json alone (``TOKENIZER_CLASSES``).
 
 Failures are ModelFileError naming the file by its name inside the model, never a server path.
 """
@@ -59,6 +62,26 @@ _IMPLEMENTATION_KEYS = (
     "experts_implementation",
     "_experts_implementation",
 )
+# Tokenizer classes that, given tokenizer.json, build from it alone (transformers 5: TokenizersBackend loads the
+# file; GPT2Tokenizer, LlamaTokenizer and Qwen2Tokenizer build a BPE model from the vocabulary and merges read
+# out of it and open nothing else).
+# Names resolve to these classes with and without the "Fast" suffix.
+TOKENIZER_CLASSES = frozenset(
+    {
+        "PreTrainedTokenizerFast",
+        "TokenizersBackend",
+        "GPT2Tokenizer",
+        "GPT2TokenizerFast",
+        "LlamaTokenizer",
+        "LlamaTokenizerFast",
+        "Qwen2Tokenizer",
+        "Qwen2TokenizerFast",
+    }
+)
+# tokenizer_config.json keys the tokenizer's constructor gets and may read as a file's path (a vocabulary or
+# merges given as a string is read from that path); any key ending in _file or _files is refused as well.
+_TOKENIZER_PATH_KEYS = ("vocab", "merges")
+_FAST_TOKENIZER_FILES = "fast_tokenizer_files"
 _LARGEST = 2**31 - 1  # past it torch's C++ side overflows
 _MAX_JSON_BYTES = 64 * 1024 * 1024
 _SHOWN = 120
@@ -154,6 +177,35 @@ def check_config(config: dict[str, Any]) -> None:
     _check_token_ids(config, CONFIG)
 
 
+def check_tokenizer_config(config: dict[str, Any], files: Mapping[str, Path]) -> None:
+    """tokenizer_config.json's keys are passed to the tokenizer's constructor: none may name a file (a null
+    one, as older configs save ``special_tokens_map_file``, names nothing)."""
+    tokenizer_class = config.get("tokenizer_class")
+    if tokenizer_class is not None and tokenizer_class not in TOKENIZER_CLASSES:
+        raise ModelFileError(
+            f"'{TOKENIZER_CONFIG}' sets 'tokenizer_class' to {_shown(tokenizer_class)}: supported are "
+            f"{', '.join(sorted(TOKENIZER_CLASSES))} (or none), which load from tokenizer.json alone",
+            file=TOKENIZER_CONFIG,
+        )
+    for key, value in config.items():
+        names_file = key.endswith(("_file", "_files")) or key in _TOKENIZER_PATH_KEYS
+        if names_file and key != _FAST_TOKENIZER_FILES and value is not None:
+            raise ModelFileError(
+                f"'{TOKENIZER_CONFIG}' sets '{_shown(key)}': a tokenizer configuration may not name files "
+                "(the tokenizer is read from the model's tokenizer.json)",
+                file=TOKENIZER_CONFIG,
+            )
+    named = config.get(_FAST_TOKENIZER_FILES)
+    entries = [] if named is None else named if isinstance(named, list) else [named]
+    for name in entries:
+        problem = plain_name_problem(name, files) if isinstance(name, str) else "it is not a file name"
+        if problem is not None:
+            raise ModelFileError(
+                f"'{TOKENIZER_CONFIG}' names {_shown(name)} in '{_FAST_TOKENIZER_FILES}': {problem}",
+                file=TOKENIZER_CONFIG,
+            )
+
+
 def plain_name_problem(name: str, files: Mapping[str, Path]) -> str | None:
     """Why ``name`` is not a plain relative name of one of the model's files, or None."""
     parts = name.split("/")
@@ -199,8 +251,12 @@ def check_folder_shard_index(folder: Path) -> None:
         check_shard_index(read_json(folder / INDEX, INDEX), folder_files(folder))
 
 
-def check_causal_lm_files(files: Mapping[str, Path]) -> CausalLMFiles:
-    """Check a causal LM's files (name inside the model -> path) before any loader reads them."""
+def check_causal_lm_files(files: Mapping[str, Path], *, headers: bool = True) -> CausalLMFiles:
+    """Check a causal LM's files (name inside the model -> path) before any loader reads them.
+
+    ``headers=False`` sizes the weights from the file system without parsing their headers (up to 100 MB
+    each): for the API process, whose import scan checked every header already, the large ones in a child,
+    and whose load check child checks them again with this function."""
     if CONFIG not in files:
         raise ModelFileError(f"a causal LM needs its {CONFIG} (the architecture)", file=CONFIG)
     config = _object(files, CONFIG)
@@ -208,15 +264,7 @@ def check_causal_lm_files(files: Mapping[str, Path]) -> CausalLMFiles:
     if GENERATION_CONFIG in files:
         _check_token_ids(_object(files, GENERATION_CONFIG), GENERATION_CONFIG)
     if TOKENIZER_CONFIG in files:
-        named = _object(files, TOKENIZER_CONFIG).get("fast_tokenizer_files")
-        entries = [] if named is None else named if isinstance(named, list) else [named]
-        for name in entries:
-            problem = plain_name_problem(name, files) if isinstance(name, str) else "it is not a file name"
-            if problem is not None:
-                raise ModelFileError(
-                    f"'{TOKENIZER_CONFIG}' names {_shown(name)} in 'fast_tokenizer_files': {problem}",
-                    file=TOKENIZER_CONFIG,
-                )
+        check_tokenizer_config(_object(files, TOKENIZER_CONFIG), files)
     shards = check_shard_index(read_json(files[INDEX], INDEX), files) if INDEX in files else []
     if WEIGHTS in files:
         weights = [WEIGHTS]
@@ -226,7 +274,7 @@ def check_causal_lm_files(files: Mapping[str, Path]) -> CausalLMFiles:
         raise ModelFileError(
             f"a causal LM's weights must be {WEIGHTS}, or the shards {INDEX} names (safetensors only)", file=WEIGHTS
         )
-    for name in weights:
+    for name in weights if headers else ():
         check_safetensors(files[name], name)
     return CausalLMFiles(config=config, weights=weights, weights_bytes=sum(files[n].stat().st_size for n in weights))
 

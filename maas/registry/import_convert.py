@@ -28,7 +28,7 @@ from typing import Any
 
 from maas.errors import InvalidInput
 from maas.registry.child_guard import exit_with_parent, forbid_unpickling
-from maas.registry.import_files import read_json, refused
+from maas.registry.import_files import MAX_CONFIG_BYTES, read_json, refused
 from maas.registry.import_onnx import probe_embedding_graph
 
 REPORT = "report.json"
@@ -100,7 +100,10 @@ def sentence_transformer_layout(src: Path) -> tuple[str, bool]:
             normalise = True
         if kind == "Pooling":
             name = "/".join(part for part in (*re.split(r"[\\/]", folder), "config.json") if part not in ("", "."))
-            config = read_json(path / "config.json", name) if (path / "config.json").is_file() else {}
+            present = (path / "config.json").is_file()
+            if present and (path / "config.json").stat().st_size > MAX_CONFIG_BYTES:  # read in the API process
+                raise refused(f"'{name}' is larger than {MAX_CONFIG_BYTES >> 20} MB; is it really a config?", name)
+            config = read_json(path / "config.json", name) if present else {}
             if not isinstance(config, dict):
                 raise refused(f"'{name}' must hold a JSON object", name)
             if config.get("pooling_mode_cls_token"):
@@ -136,7 +139,9 @@ def max_sequence_length(src: Path, config: dict[str, Any]) -> int:
     return _window(config.get("max_position_embeddings", 512), "config.json", "max_position_embeddings")
 
 
-def convert_embedding(src: Path, out: Path) -> dict[str, Any]:
+def convert_embedding(src: Path, out: Path, *, pooling: str, normalise: bool) -> dict[str, Any]:
+    """``src`` as ONNX; ``pooling`` and ``normalise`` are the layout the importer read from the source folder
+    (``sentence_transformer_layout``), which ``src``, holding only the kept files, may no longer show."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -144,7 +149,6 @@ def convert_embedding(src: Path, out: Path) -> dict[str, Any]:
     from transformers import AutoModel
 
     try:  # the importer checked these before starting this process; a refusal here is a clean message all the same
-        pooling, normalise = sentence_transformer_layout(src)
         config = read_json(src / "config.json", "config.json")
         if not isinstance(config, dict):
             raise refused("'config.json' must hold a JSON object", "config.json")
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--gguf-file", default="")
+    parser.add_argument("--pooling", choices=["mean", "cls"], default="mean")
+    parser.add_argument("--normalise", action="store_true")
     args = parser.parse_args(argv)
     exit_with_parent()
     forbid_unpickling()
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         if args.kind == "embedding":
-            report = convert_embedding(args.src, args.out)
+            report = convert_embedding(args.src, args.out, pooling=args.pooling, normalise=args.normalise)
         else:
             report = convert_gguf(args.src, args.out, args.gguf_file)
     except ConversionError as exc:

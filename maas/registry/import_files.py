@@ -77,7 +77,10 @@ _REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code")
 _MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json of a large vocabulary is tens of MB
 # Configs are read again in the server's process after the scan (family detection, signature, shard map):
 # they are kilobytes in real models, so a larger one is refused before anything parses it.
-_MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+# tokenizer_config.json is read there too (the causal LM's checks); Gemma 3's, with its added_tokens_decoder,
+# is about 1.2 MB.
+_MAX_TOKENIZER_CONFIG_BYTES = 4 * 1024 * 1024
 _CONFIG_NAMES = frozenset(
     {
         "config.json",
@@ -193,7 +196,9 @@ def parse_json(data: bytes, name: str) -> Any:
 
 
 def _json_limit(name: str) -> int:
-    return _MAX_CONFIG_BYTES if name in _CONFIG_NAMES else _MAX_JSON_BYTES
+    if name == "tokenizer_config.json":
+        return _MAX_TOKENIZER_CONFIG_BYTES
+    return MAX_CONFIG_BYTES if name in _CONFIG_NAMES else _MAX_JSON_BYTES
 
 
 def read_json(path: Path, name: str) -> Any:

@@ -36,7 +36,7 @@ from maas.db.tables import Model, ModelVersion
 from maas.db.tenancy import PLATFORM_TENANT_ID
 from maas.errors import InvalidInput, NotFound
 from maas.registry import catalog
-from maas.registry.causal_lm_files import check_causal_lm_files, check_folder_shard_index
+from maas.registry.causal_lm_files import check_causal_lm_files, check_config, check_folder_shard_index
 from maas.registry.child_process import ChildLimits, run_child
 from maas.registry.import_archive import unpack_archive
 from maas.registry.import_convert import ONNX_NAME, max_sequence_length, sentence_transformer_layout
@@ -237,8 +237,17 @@ def _prepare_embedding(found: ModelFiles, work: Path) -> tuple[dict[str, Path], 
         raise refused("an embedding model needs its weights as model.safetensors or model.onnx", "model.safetensors")
     if not found.has("config.json"):
         raise refused("an embedding model in safetensors needs its config.json (the architecture)", "config.json")
+    try:  # transformers reads it in the conversion: the rules a causal LM's config follows (no other weights)
+        check_config(found.json("config.json"))
+    except ModelFileError as exc:
+        raise refused(str(exc), exc.file) from None
+    # The conversion sees the kept files only: a skipped one (a shard map under another name) is still on disk
+    # in the source folder, and transformers opens what such a file names. The layout read above is passed on:
+    # a Pooling config in a folder of another name is not a kept file.
+    source = _staged(found.files, work / "embedding-model")
+    layout = ["--pooling", pooling, *(["--normalise"] if normalise else [])]
     out = work / "converted"
-    report = _run_conversion(["embedding", str(found.root)], out)
+    report = _run_conversion(["embedding", str(source), *layout], out)
     files = {name: found.files[name] for name in _EMBEDDING_KEEP if found.has(name)}
     files[ONNX_NAME] = out / ONNX_NAME
     signature = {
@@ -265,8 +274,8 @@ def _staged(files: dict[str, Path], folder: Path) -> Path:
 def _checked_causal_lm(found: ModelFiles, work: Path, step: str) -> tuple[str, dict[str, Any]]:
     """(main weights file, the load check's report) of a causal LM's files: the rules every loader of them
     relies on checked here (``causal_lm_files``), then the model loaded and run once in a child process."""
-    try:
-        checked = check_causal_lm_files(found.files)
+    try:  # every header was checked by the scan; the load check's child checks them again before loading
+        checked = check_causal_lm_files(found.files, headers=False)
     except ModelFileError as exc:
         raise refused(str(exc), exc.file) from None
     folder = _staged(found.files, work / f"{step}-model")
