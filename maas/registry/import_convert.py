@@ -134,9 +134,13 @@ def max_sequence_length(src: Path, config: dict[str, Any]) -> int:
     st_config = read_json(st_path, st_path.name) if st_path.is_file() else {}
     if not isinstance(st_config, dict):
         raise refused(f"'{st_path.name}' must hold a JSON object", st_path.name)
-    if st_config.get("max_seq_length") is not None:
-        return _window(st_config["max_seq_length"], st_path.name, "max_seq_length")
-    return _window(config.get("max_position_embeddings", 512), "config.json", "max_position_embeddings")
+    if st_config.get("max_seq_length") is None:
+        return _window(config.get("max_position_embeddings", 512), "config.json", "max_position_embeddings")
+    window = _window(st_config["max_seq_length"], st_path.name, "max_seq_length")
+    if "max_position_embeddings" not in config:
+        return window
+    # A window past the model's position table would fail every longer input: the table bounds it.
+    return min(window, _window(config["max_position_embeddings"], "config.json", "max_position_embeddings"))
 
 
 def convert_embedding(src: Path, out: Path, *, pooling: str, normalise: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from maas.errors import InvalidInput
+from maas.registry.child_guard import exit_with_parent, forbid_unpickling
 from maas.registry.child_process import REPORT
 from maas.registry.import_files import check_file, check_tokenizer
 
@@ -48,6 +49,8 @@ def check_files(request: list[dict[str, Any]]) -> dict[str, dict[str, str | None
 
 def main(argv: list[str] | None = None) -> int:
     request, out = (Path(arg) for arg in (argv if argv is not None else sys.argv[1:]))
+    exit_with_parent()
+    forbid_unpickling(without_torch=True)  # json and tokenizers only: torch need not even load here
     report = check_files(json.loads(request.read_text(encoding="utf-8")))
     (out / REPORT).write_text(json.dumps(report), encoding="utf-8")
     return 0

@@ -7,10 +7,12 @@ the runtime then pools (mean or CLS, from the sentence-transformers metadata) an
 A tenant's graph is loaded by ONNX Runtime only in a child process (``child_process``: time and memory
 limits, no secrets, its own empty working directory): ``python -m maas.registry.import_onnx <model.onnx>
 <tokenizer.json> <name> <max tokens> <out>`` writes the graph's signature, or why it is refused, to
-``report.json``. The probe runs the graph as the runtime will: a sentence alone, then a padded batch
-holding a row of the whole window (up to 512 tokens) and a row with the tokenizer's highest id, so a graph
-that passes import does not fail on the first long text or rare word. The graph exported from safetensors
-(``import_convert``) goes through the same probe.
+``report.json``. The probe runs the graph as the runtime will: a sentence alone, a row filling the whole
+window the configs declare (the served ``max_tokens``, however long: a BERT of 512 positions that declares
+4,096 fails here, under the child's limits, not on a caller's 600-token text), a row with the tokenizer's
+highest id, then a padded batch of them (its long row cut to 512 tokens: the padding is what it checks), so a
+graph that passes import does not fail on the first long text or rare word. The graph exported from
+safetensors (``import_convert``) goes through the same probe.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from tokenizers import Tokenizer
 
 from maas.errors import InvalidInput
+from maas.registry.child_guard import exit_with_parent, forbid_unpickling
 from maas.registry.child_process import ChildLimits, run_child
 from maas.registry.import_files import ModelFiles, refused
 from maas.registry.onnx_safety import check_onnx_bytes
@@ -35,7 +38,7 @@ REQUIRED_INPUTS = ("input_ids", "attention_mask")
 OPTIONAL_INPUTS = ("token_type_ids",)
 REPORT = "report.json"
 _PROBE_TEXT = "hello world"
-_PROBE_TOKENS = 512  # the longest row probed: attention is quadratic, the window of most encoders
+_BATCH_TOKENS = 512  # the longest row of the padded batch probed: attention is quadratic
 _CHECK_TIMEOUT_S = 300.0
 # ONNX Runtime's errors carry the model's path and internals: the reason is said in our words, by kind.
 _REASONS = (
@@ -72,12 +75,11 @@ def _batch(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray[Any, Any], np
 
 
 def _probe_rows(tokenizer: Tokenizer, max_tokens: int, tokenizer_name: str) -> list[list[int]]:
-    """A sentence, a row filling the window (up to _PROBE_TOKENS) and a row holding the highest token id."""
+    """A sentence, a row filling the whole window served and a row holding the highest token id."""
     short = tokenizer.encode(_PROBE_TEXT).ids[:max_tokens]
     if not short:
         raise refused(f"'{tokenizer_name}' turns '{_PROBE_TEXT}' into no tokens", tokenizer_name)
-    width = min(max_tokens, _PROBE_TOKENS)
-    long = (short * (width // len(short) + 1))[:width]
+    long = (short * (max_tokens // len(short) + 1))[:max_tokens]
     highest = [tokenizer.get_vocab_size(with_added_tokens=True) - 1, *short][:max_tokens]
     return [short, long, highest]
 
@@ -132,13 +134,14 @@ def probe_embedding_graph(data: bytes, tokenizer_path: Path, *, file: str, max_t
     pad_id = int((tokenizer.padding or {}).get("pad_id", 0))  # what the runtime pads with
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    short, long, highest = rows = _probe_rows(tokenizer, max_tokens, tokenizer_path.name)
+    short, long, highest = _probe_rows(tokenizer, max_tokens, tokenizer_path.name)
     alone = _run(session, inputs, [short], pad_id, "fails on one tokenised sentence", file)
     chosen = _embedding_output(alone, 1, len(short), file)
     window = f"fails on a text of {len(long)} tokens, within the window of {max_tokens} tokens its configs declare"
     _run(session, inputs, [long], pad_id, window, file)
     vocabulary = f"fails on token id {highest[0]}, the highest tokenizer.json gives (do their vocabularies match?)"
     _run(session, inputs, [highest], pad_id, vocabulary, file)
+    rows = [short, long[:_BATCH_TOKENS], highest]
     batch = _run(session, inputs, rows, pad_id, f"fails on a batch of texts padded with token id {pad_id}", file)
     if len(batch) != len(alone) or _embedding_output(batch, len(rows), max(map(len, rows)), file) != chosen:
         raise refused(f"'{file}' gives outputs of other shapes for a batch than for one sentence", file)
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("max_tokens", type=int)
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
+    exit_with_parent()
+    forbid_unpickling(without_torch=True)  # ONNX Runtime and tokenizers only: torch need not even load here
     report: dict[str, Any]
     try:
         report = probe_embedding_graph(

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from maas.errors import InvalidInput
 from maas.registry.catalog import ResolvedModel
@@ -42,6 +43,16 @@ TOKENIZER_FILE = "tokenizer.json"
 # padding stays local to similar lengths once rows are sorted.
 CHUNK_ROWS = 32
 TOKENIZE_INLINE_MAX = 32  # more texts than this are tokenised in a thread, off the event loop
+
+# What ONNX Runtime raises when a graph fails on its inputs (each directly an Exception; their text names the
+# model's nodes and internals, never said to a caller).
+_RUN_ERRORS = (
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.RuntimeException,
+    ort_errors.NotImplemented,
+    ort_errors.EPFail,
+)
 
 Rows = list[list[int]]
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
@@ -108,7 +119,15 @@ class EmbeddingModel:
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
-        (output,) = self._session.run([self._output], feed)
+        try:
+            (output,) = self._session.run([self._output], feed)
+        except _RUN_ERRORS:
+            # A graph that passed import fails on texts within its window (one imported before the whole window
+            # was probed): the caller's to shorten, never a 500 with the library's text.
+            raise InvalidInput(
+                f"model '{self.name}' fails on inputs of up to {width} tokens, although it declares a window of "
+                f"{self.max_tokens}; shorter inputs may work"
+            ) from None
         vectors = np.asarray(output, dtype=np.float32)
         if self._pool == "cls":
             vectors = vectors[:, 0]
