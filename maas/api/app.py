@@ -159,7 +159,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     metrics = ApiMetrics()
-    install_error_handlers(app, Redactor.for_server(settings.home))
+    install_error_handlers(app, Redactor.for_settings(settings))
     # Routes are matched in order: the predict path's router goes first, so it is found soonest.
     for module in (endpoints, tenants, datasets, jobs, models):
         # Each router carries its full prefix, so a route's template (the metrics label) is its whole path.

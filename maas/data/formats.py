@@ -246,12 +246,26 @@ def _check_parquet_types(schema: pa.Schema) -> None:
         )
 
 
+def parquet_failure(exc: BaseException) -> str:
+    """Why a Parquet file does not read, in our words by the exception's class: the reader's own text is
+    Arrow's (its internals, offsets, at times a file name) and is not passed on."""
+    if isinstance(exc, pa.ArrowNotImplementedError):
+        return "it uses a feature this server's Parquet reader does not support (a compression codec or type)"
+    if isinstance(exc, TypeError):
+        return "it holds a column of a type that cannot be read"
+    if isinstance(exc, OSError):
+        return "it is truncated or its data does not read"
+    return "it is not a Parquet file, or it is corrupt or truncated"
+
+
 def _parse_parquet(content: bytes) -> pd.DataFrame:
     try:
         _check_parquet_types(pq.ParquetFile(io.BytesIO(content)).schema_arrow)
         frame = pd.read_parquet(io.BytesIO(content))
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
-        raise _invalid(f"the Parquet file is corrupt or truncated ({exc}); re-export it and upload it again") from None
+        raise _invalid(
+            f"the Parquet file cannot be read: {parquet_failure(exc)}; re-export it and upload it again"
+        ) from None
     index = frame.index
     default_index = isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0 and index.step == 1
     if not default_index:

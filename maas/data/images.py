@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maas.data.archives import read_zip_members
+from maas.data.formats import parquet_failure
 from maas.data.image_pixels import (
     MAX_IMAGE_PIXELS,
     PixelSource,
@@ -333,7 +334,7 @@ def _read_parquet(content: bytes, max_bytes: int) -> ImageDataset:
             raise PayloadTooLarge(f"the Parquet file unpacks to {unpacked:,} bytes; at most {max_bytes:,} are accepted")
         table = file.read()
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise _invalid(f"the Parquet file cannot be read: {exc}") from None
+        raise _invalid(f"the Parquet file cannot be read: {parquet_failure(exc)}") from None
     image_columns = [field.name for field in table.schema if _image_like(field.type)]
     if len(image_columns) != 1:
         raise _invalid(f"the Parquet file has several image-like columns {image_columns}; keep exactly one")

@@ -23,6 +23,7 @@ from maas.db.tables import DatasetVersion, UsageEvent
 from maas.errors import Conflict, MaasError, NotFound, Unavailable
 from maas.jobs.queue import LeaseLost, append_event, owned_job, transition
 from maas.jobs.states import JobState
+from maas.redaction import Redactor
 from maas.registry.catalog import store_files
 from maas.registry.service import NewVersion, StoredFile, register_version
 from maas.storage import ArtifactStore, CorruptArtifact, open_store
@@ -48,10 +49,17 @@ def _epoch_event(report: EpochReport) -> dict[str, Any]:
     }
 
 
+def _unexpected(exc: BaseException, job_id: str) -> str:
+    """Our words for a failure we did not foresee: its text is a library's (it may name the server's files or
+    the database's URL) and stays in the server log, with the traceback."""
+    return f"the training worker failed unexpectedly ({type(exc).__name__}); see the server log, job id {job_id}"
+
+
 def run_job(
     settings: Settings, factory: sessionmaker[Session], job_id: str, owner: str, cancel_requested: Callable[[], bool]
 ) -> int:
-    attempt = _Attempt(factory, open_store(settings.resolved_storage_url), job_id, owner)
+    store = open_store(settings.resolved_storage_url)
+    attempt = _Attempt(factory, store, job_id, owner, Redactor.for_settings(settings))
     loaded = attempt.load()
     if loaded is None:
         return 0
@@ -75,6 +83,8 @@ class _Attempt:
     store: ArtifactStore
     job_id: str
     owner: str
+    # A stored reason is read by the job's owner (GET /api/v1/jobs/{id}, /v1/fine_tuning/jobs): no server path.
+    redact: Callable[[str], str]
 
     def load(self) -> tuple[dict[str, Any], str, TrainingData] | None:
         """The job's spec, tenant and training data; None when the job failed because they are gone."""
@@ -91,7 +101,7 @@ class _Attempt:
                 )
                 return spec, tenant_id, data
             except (NotFound, CorruptArtifact) as exc:  # gone or damaged: no retry brings it back
-                job.error = f"the data this job trains on cannot be read: {exc.detail}"
+                job.error = f"the data this job trains on cannot be read: {self.redact(exc.detail)}"
                 transition(session, job, JobState.FAILED, reason=job.error)
                 return None
 
@@ -114,18 +124,24 @@ class _Attempt:
             self.finish(JobState.CANCELLED, reason="cancelled by the user")
         except LeaseLost:
             raise  # the job belongs to another attempt now: write nothing
-        except (Unavailable, OSError, MemoryError, SQLAlchemyError) as exc:
-            # Not the job's fault (the database, the disk, memory): this attempt ends and the job resumes
-            # from its checkpoint in a new one. The reason goes into its events, for when attempts run out.
-            self.note(f"attempt failed, will be retried: {type(exc).__name__}: {exc}")
+        except Unavailable as exc:
+            # Not the job's fault: this attempt ends and the job resumes from its checkpoint in a new one. The
+            # reason goes into its events, for when attempts run out.
+            self.note(f"attempt failed, will be retried: {self.redact(exc.detail)}")
+            raise
+        except (OSError, MemoryError, SQLAlchemyError) as exc:
+            # The database, the disk, memory: the same, but the library's text (a file of the server's, the
+            # database's URL) stays in the worker's log (the traceback of the re-raise, its one report); the
+            # job's events, which its owner reads, get our words.
+            self.note(f"attempt failed, will be retried: {_unexpected(exc, self.job_id)}")
             raise
         except MaasError as exc:
-            self.finish(JobState.FAILED, reason=exc.detail)
+            self.finish(JobState.FAILED, reason=self.redact(exc.detail))  # ours (a diverging loss), paths aside
         except Exception as exc:
             # Training is deterministic given the data and the spec: a retry would fail the same way, so
             # the job fails once, with the reason, instead of dying five times with only an exit code.
             log.exception("job %s: training failed", self.job_id)
-            self.finish(JobState.FAILED, reason=f"training failed: {type(exc).__name__}: {exc}")
+            self.finish(JobState.FAILED, reason=_unexpected(exc, self.job_id))
         return None
 
     def register(self, spec: dict[str, Any], tenant_id: str, trained: TrainedModel, *, compute_seconds: float) -> bool:

@@ -16,6 +16,7 @@ from maas.api.app import create_app
 from maas.api.redaction import SECRET, SERVER_PATH, Redactor
 from maas.config import Settings
 from maas.errors import InvalidInput
+from maas.redaction import url_directory
 
 HOME = Path("/srv/maas-home")
 
@@ -100,3 +101,54 @@ def test_the_error_handlers_redact_problem_json_and_openai_errors(app: tuple[Fas
     assert openai.json()["error"]["message"] == f"could not read {SERVER_PATH}"
     for response in (native, openai):
         assert str(home) not in response.text and tempfile.gettempdir() not in response.text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("connect to postgresql+psycopg://maas:s3cr%40t@db:5432/maas failed", f"postgresql+psycopg://{SECRET}@db"),
+        ("GET https://user:pw@example.com/x timed out", f"https://{SECRET}@example.com/x"),
+        ("s3://AKIAXYZ:abc/def@bucket/key", f"s3://{SECRET}@bucket/key"),
+    ],
+)
+def test_credentials_in_a_url_are_hidden(redact: Redactor, text: str, expected: str) -> None:
+    assert expected in redact(text)
+    assert "s3cr" not in redact(text) and ":pw@" not in redact(text) and "abc" not in redact(text)
+
+
+def test_urls_without_credentials_are_kept(redact: Redactor) -> None:
+    text = "see https://example.com/docs/a@b and postgresql://db:5432/maas"
+    assert redact(text) == text
+
+
+def test_the_directories_and_secrets_the_settings_name_are_hidden(tmp_path: Path) -> None:
+    admin_key = "adm1n-key-0123456789abcdefghij"
+    settings = Settings(
+        home=tmp_path / "home",
+        storage_url="file:///srv/blob-store/artifacts",
+        database_url="sqlite:////var/lib/maas-db/maas.db",
+        admin_key=admin_key,
+        shipped_models="none",
+    )
+    redact = Redactor.for_settings(settings)
+    assert redact("blob /srv/blob-store/artifacts/ab/abcd is damaged") == f"blob {SERVER_PATH} is damaged"
+    assert redact("database /var/lib/maas-db/maas.db is locked") == f"database {SERVER_PATH} is locked"
+    assert redact(f"key {admin_key} refused") == f"key {SECRET} refused"
+    assert redact("key maas_sk_AbC-123 refused") == f"key {SECRET} refused"
+    assert redact("/srv/other/x and /var/lib/other stay") == "/srv/other/x and /var/lib/other stay"
+
+
+@pytest.mark.parametrize(
+    ("url", "directory"),
+    [
+        ("file:///srv/store", "/srv/store"),
+        ("sqlite:////var/lib/maas/maas.db", "/var/lib/maas"),
+        ("sqlite+pysqlite:////var/lib/maas/maas.db", "/var/lib/maas"),
+        ("sqlite:///:memory:", None),
+        ("postgresql://u:p@db/maas", None),
+        ("s3://bucket/prefix", None),
+        ("", None),
+    ],
+)
+def test_the_local_folder_a_setting_url_names(url: str, directory: str | None) -> None:
+    assert url_directory(url) == directory

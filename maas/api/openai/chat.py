@@ -160,7 +160,7 @@ async def create_chat_completion(
         raise
     generation = start(state, caller.tenant_id, resolved, model, prompt, sampling_params(body, limit), "chatcmpl-")
     if body.stream:
-        return sse(chat_chunks(generation, bool(body.stream_options and body.stream_options.include_usage)))
+        return sse(request, chat_chunks(generation, bool(body.stream_options and body.stream_options.include_usage)))
     outcome = await generation.run(request)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)

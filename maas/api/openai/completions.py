@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from maas.api.auth import State, TenantCaller
 from maas.api.openai.chat_schemas import Completion, CompletionRequest, _Sampling
-from maas.api.openai.errors import OpenAIError
+from maas.api.openai.errors import OpenAIError, envelope
 from maas.api.openai.models import Runtime, resolve
 from maas.api.state import AppState
 from maas.registry.catalog import ResolvedModel
@@ -38,6 +39,7 @@ from maas.serving.generation.service import (
 from maas.serving.generation.stream import GenerationStream
 
 router = APIRouter(prefix="/v1/completions", tags=["openai"])
+log = logging.getLogger("maas.api")
 
 CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the status access logs show for a client that hung up
 PROMPT_METER = "prompt_tokens"
@@ -236,14 +238,20 @@ async def unless_disconnected(
                 await task
 
 
-def sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def sse(request: Request, chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        except Exception as exc:  # the engine failed mid-stream: the SDK raises APIError on an "error" chunk
-            error = {"message": f"generation failed: {exc}", "type": "server_error", "param": None, "code": None}
-            yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+        except Exception:
+            # The engine failed mid-stream. The answer has begun, so no error handler sees this: it is answered
+            # here as UnexpectedErrors answers a 500 (a generic text and the request id its one log line
+            # carries; the exception's own text may name server files), in an "error" chunk the SDK raises
+            # APIError on.
+            request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+            log.exception("generation failed mid-stream (request %s)", request_id)
+            message = f"generation failed unexpectedly; request id {request_id}"
+            yield b"data: " + orjson.dumps(envelope(500, message)) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
@@ -312,7 +320,7 @@ async def create_completion(
     generation = start(state, caller.tenant_id, resolved, model, prompt, params, "cmpl-")
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse(completion_chunks(generation, include_usage))
+        return sse(request, completion_chunks(generation, include_usage))
     outcome = await generation.run(request)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
