@@ -261,8 +261,8 @@ class AdaptiveBatcher(Generic[ItemT, ResultT]):
         total = 0
         while self._queue and len(batch) < self._max_batch_size:
             pending, cost = self._queue.peek()
-            if pending.future.done():
-                self._queue.pop()
+            if pending.future.done():  # its caller went away: dropped, not charged to its key
+                self._queue.discard()
                 continue
             if batch and self._max_batch_cost is not None and total + cost > self._max_batch_cost:
                 break

@@ -60,13 +60,21 @@ class FairQueue(Generic[T]):
         return self._queues[self._next_key()][0]
 
     def pop(self) -> T:
+        return self._take(charge=True)
+
+    def discard(self) -> T:
+        """Take the item :meth:`pop` would take without charging its key: its caller went away, nothing ran."""
+        return self._take(charge=False)
+
+    def _take(self, *, charge: bool) -> T:
         key = self._next_key()
         queue = self._queues[key]
         item, cost = queue.popleft()
         self._size -= 1
         self._cost -= cost
-        self._now = self._clocks[key]
-        self._clocks[key] += cost
+        if charge:
+            self._now = self._clocks[key]
+            self._clocks[key] += cost
         if not queue:
             del self._queues[key]
             self._forget_idle()

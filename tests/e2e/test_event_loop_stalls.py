@@ -32,8 +32,10 @@ from PIL import Image
 
 from tests.harness import LiveServer, new_tenant
 
-BUDGET_S = 2.0
-HEALTHY_S = 1.0  # the slowest /healthz answer accepted while a heavy request runs
+BUDGET_S = 3.0
+# The slowest /healthz answer accepted while a heavy request runs: the review's threshold. The stalls it found
+# were 3-13 s, and a loaded 2-core CI machine answers slower than an idle one.
+HEALTHY_S = 2.0
 # A normal conversation renders with SmolLM2's template; one whose first message is 'spin' runs three nested
 # loops of a thousand first (a billion iterations: minutes).
 SPINNING_TEMPLATE = (
@@ -246,16 +248,19 @@ def _chat(live: LiveServer, key: str, messages: list[dict[str, str]], timeout: f
 
 def test_a_spinning_template_is_stopped_at_the_budget(live: LiveServer, spinning_lm: str) -> None:
     started = time.monotonic()
-    answer = _chat(live, spinning_lm, SPIN, timeout=BUDGET_S + 10)
+    answer = _chat(live, spinning_lm, SPIN, timeout=BUDGET_S + 20)
     took = time.monotonic() - started
 
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "chat_template_timeout" and error["param"] == "messages"
     assert f"{BUDGET_S:g} s" in error["message"]
-    assert BUDGET_S <= took < BUDGET_S + 2
-    # Its worker was killed: the server is idle again (a thread would keep spinning for minutes).
-    assert _cpu_over(live, 1.0) < 0.3
+    assert BUDGET_S <= took < BUDGET_S + 8  # the loop alone runs for minutes
+    # Its worker was killed: the server is idle again (a thread would keep spinning for minutes, a core's worth
+    # of CPU: ~3 s in these 3 s). Sampled once the replacement worker has started, over a few seconds.
+    time.sleep(0.5)
+    spent = _cpu_over(live, 3.0)
+    assert spent < 1.0, f"the server spent {spent:.2f} s of CPU in the 3 s after the budget passed"
     assert _chat(live, spinning_lm, HELLO).status_code == 200
 
 
@@ -263,9 +268,12 @@ def test_a_client_that_leaves_stops_the_render(live: LiveServer, spinning_lm: st
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         _chat(live, spinning_lm, SPIN, timeout=0.4)
-    time.sleep(0.4)
+    time.sleep(0.3)
+    # The whole window lies before the budget would have stopped the render: a render still running after its
+    # client left spends most of it (a core's worth: ~1 s), one stopped spends next to nothing.
+    window_starts = time.monotonic() - started
     spent = _cpu_over(live, 1.0)
-    assert time.monotonic() - started < BUDGET_S  # measured before the budget would have stopped it
+    assert window_starts < BUDGET_S - 1.0, f"the sampling started {window_starts:.2f} s in: too late to tell"
     assert spent < 0.3, f"the server spent {spent:.2f} s of CPU after the client left"
     assert _chat(live, spinning_lm, HELLO).status_code == 200
 
@@ -352,10 +360,11 @@ def test_another_tenants_small_request_waits_for_one_slice_not_the_whole_request
             assert small.status_code == 200, small.text
             waits.append(time.perf_counter() - started)
         thread.join()
-    assert timings["bulk"] > 1.5, "the bulk request was too quick to tell anything"
-    assert len(waits) >= 3, (waits, timings)
-    # 384 inputs are 12 slices of 32: a one-line request waits for about one of them, never for all.
-    assert max(waits) < timings["bulk"] / 4, (waits, timings)
+    assert len(waits) >= 3, ("the bulk request was too quick to tell anything", waits, timings)
+    # 384 inputs are 12 slices of 32: a one-line request waits for about one of them, never for all (the first
+    # one, sent 0.3 s in, waited for the rest of the bulk request when it ran as one batch). Relative to the
+    # bulk request's own time, whatever the speed of the machine.
+    assert max(waits) < timings["bulk"] / 3, (waits, timings)
     assert health.worst < HEALTHY_S
 
 

@@ -24,7 +24,9 @@ from tests.harness import LiveServer, new_tenant
 from tests.hostile_models import tokenizer_json
 
 EXTRA_WORDS = 2_600_000  # about 60 MB of tokenizer.json: seconds of parsing and loading
-HEALTHY_S = 0.5  # the slowest /healthz answer accepted while the import runs
+# The slowest /healthz answer accepted while the import runs: the review's threshold (the stall was 7 s). The
+# import's child parses 60 MB on the same cores meanwhile, which a loaded 2-core CI machine feels.
+HEALTHY_S = 2.0
 
 
 class HealthWatch:

@@ -105,6 +105,17 @@ def test_the_clock_table_does_not_grow_with_every_key_ever_seen() -> None:
     assert len(queue._clocks) <= 2
 
 
+def test_an_item_dropped_unserved_is_not_charged_to_its_key() -> None:
+    queue: FairQueue[str] = FairQueue()
+    queue.push("A", "a0", 32)
+    queue.push("B", "b0", 32)
+    queue.push("B", "b1", 32)
+    queue.push("A", "a1", 32)
+    assert queue.discard() == "a0"  # its caller left: nothing ran for A
+    assert len(queue) == 3 and queue.cost == 96
+    assert drain(queue) == ["a1", "b0", "b1"]  # A was served no less than B: it keeps its turn
+
+
 # --- the batcher with keys and a cost budget -----------------------------------------------------------------
 
 
@@ -237,6 +248,25 @@ def test_a_cancelled_caller_drops_its_queued_slices() -> None:
         assert await process.next_batch() == [[5]]  # slices 1 and 2 never ran
         process.release()
         assert await after == [50]
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_a_cancelled_item_taken_from_the_queue_does_not_cost_its_tenant_a_turn() -> None:
+    async def scenario() -> None:
+        batcher: AdaptiveBatcher[list[int], list[int]] = AdaptiveBatcher(
+            Gated(), max_batch_size=8, max_wait_s=0, cost=len, max_batch_cost=4
+        )
+        futures = batcher._enqueue([[0, 0, 0, 0]], "A")
+        futures += batcher._enqueue([[1, 1, 1, 1], [2, 2, 2, 2]], "B")
+        futures += batcher._enqueue([[3, 3, 3, 3]], "A")
+        futures[0].cancel()  # A's caller left before its item was taken
+        assert [pending.item for pending in batcher._take_batch()] == [[3, 3, 3, 3]]
+        assert [pending.item for pending in batcher._take_batch()] == [[1, 1, 1, 1]]
+        assert batcher.queued == 1
+        for future in futures:
+            future.cancel()
         await batcher.close()
 
     run(scenario())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -229,3 +230,166 @@ def test_workers_inherit_no_secret_and_no_working_directory(loop: LoopThread, po
             "PYTHONDONTWRITEBYTECODE",
         }
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
+
+
+def _children(parent: int) -> set[int]:
+    """The live (not zombie) child processes of ``parent``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def _wait_children(parent: int, expected: set[int], timeout: float = 5) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while _children(parent) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _children(parent)
+
+
+def test_a_caller_cancelled_while_its_worker_forks_leaves_no_process_and_no_mixed_up_pid(
+    loop: LoopThread, pool: TemplateWorkers
+) -> None:
+    loop.run(pool.render(ChatTemplate(SMOLLM2), CONVERSATIONS[0], tenant="t"))  # the zygote runs
+    zygote = pool._zygote
+    assert zygote is not None
+    held = set(_children(zygote.process.pid))  # the pool's own workers
+    fds = len(os.listdir("/proc/self/fd"))
+
+    async def consistent(worker: Any) -> bool:
+        """Whether ``worker.pid`` is the process at the other end of ``worker.conn``: killing it ends the socket."""
+        signal.pidfd_send_signal(worker._pidfd, signal.SIGKILL)
+        ended = await asyncio.to_thread(worker.conn.poll, 5)
+        worker.kill()
+        return bool(ended)
+
+    async def cancel_forks() -> None:
+        for i in range(40):
+            first = asyncio.ensure_future(zygote.fork())
+            for _ in range(i % 5):  # cancelled at each step of the exchange: before, during, after it
+                await asyncio.sleep(0.0005 * (i % 3))
+            first.cancel()
+            second = asyncio.ensure_future(zygote.fork())  # forks while the first one's exchange may still run
+            results = await asyncio.gather(first, second, return_exceptions=True)
+            for result in results:
+                if not isinstance(result, BaseException):
+                    assert await consistent(result), f"round {i}: a worker got another fork's pid"
+
+    loop.run(cancel_forks())
+    assert _wait_children(zygote.process.pid, held) == held, "workers forked for cancelled callers still run"
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2, "sockets of cancelled forks were left open"
+
+    async def fork_one() -> tuple[int, str]:
+        worker = await zygote.fork()
+        try:
+            await worker.send([SMOLLM2, CONVERSATIONS[0], {}])
+            _, text = await worker.receive(5, 1 << 20)
+            return worker.pid, text
+        finally:
+            worker.kill()
+
+    # The next fork reads its own worker's pid (not a cancelled fork's), and that worker answers.
+    before = _children(zygote.process.pid)
+    pid, text = loop.run(fork_one())
+    assert pid not in before and text.endswith("assistant\n")
+    assert _wait_children(zygote.process.pid, held) == held
+    assert loop.run(pool.render(ChatTemplate(SMOLLM2), CONVERSATIONS[0], tenant="t")).endswith("assistant\n")
+
+
+class _Planted:
+    """Unpickling this creates ``path``: a reply that was unpickled leaves the file behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+# A worker that escaped its sandbox: it answers the first request with a payload of its own, then waits.
+HOSTILE_WORKER = """
+import struct, sys, time
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+conn.recv_bytes()
+kind = sys.argv[2]
+if kind == "too-long":
+    conn.send_bytes(b'["ok","' + b"x" * (4 << 20) + b'"]')
+elif kind == "half-a-message":
+    conn._send(struct.pack("!i", 1000) + b'["ok","')
+else:
+    conn.send_bytes(bytes.fromhex(kind))
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("kind", ["pickle", "garbage", "wrong-shape", "too-long", "half-a-message"])
+def test_a_worker_that_answers_out_of_protocol_is_killed_and_never_unpickled(
+    loop: LoopThread, tmp_path: Path, kind: str
+) -> None:
+    import pickle
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    from maas.serving.generation.template_worker import _Worker
+
+    planted = tmp_path / "unpickled"
+    payload = {
+        "pickle": pickle.dumps(("ok", _Planted(planted))),
+        "garbage": b"\x80\x05\xff not json",
+        "wrong-shape": b'["ok", {"text": 1}]',
+    }
+    ours, theirs = socket.socketpair()
+    hostile = subprocess.Popen(
+        [sys.executable, "-c", HOSTILE_WORKER, str(theirs.fileno()), payload[kind].hex() if kind in payload else kind],
+        pass_fds=[theirs.fileno()],
+    )
+    theirs.close()
+
+    async def scenario() -> TemplateWorkers:
+        workers = TemplateWorkers(workers=1, budget_s=BUDGET_S, max_chars=100_000)
+        workers._idle.append(_Worker(hostile.pid, Connection(ours.detach())))  # the worker the next render gets
+        return workers
+
+    workers = loop.run(scenario())
+    try:
+        error = ChatTemplateTimedOut if kind == "half-a-message" else ChatTemplateFailed
+        with pytest.raises(error):
+            loop.run(workers.render(ChatTemplate(SMOLLM2), CONVERSATIONS[0], tenant="t"))
+        assert not planted.exists(), "the worker's reply was unpickled"
+        assert hostile.wait(5) == -9  # killed
+        assert workers.killed == 1
+        assert hostile.pid not in workers.pids()
+        # Replaced: the pool renders again, with a real worker.
+        assert loop.run(workers.render(ChatTemplate(SMOLLM2), CONVERSATIONS[0], tenant="t")).endswith("assistant\n")
+    finally:
+        loop.run(workers.close())
+        if hostile.poll() is None:
+            hostile.kill()
+            hostile.wait()
+
+
+def test_a_shutdown_while_a_worker_starts_leaves_no_process(loop: LoopThread) -> None:
+    before = _children(os.getpid())
+
+    async def scenario() -> TemplateWorkers:
+        workers = TemplateWorkers(workers=1, budget_s=BUDGET_S)
+        render = asyncio.ensure_future(workers.render(ChatTemplate(SMOLLM2), CONVERSATIONS[0], tenant="t"))
+        await asyncio.sleep(0.2)  # its zygote is starting (importing transformers' template module)
+        await asyncio.to_thread(workers.kill_all)  # the server's shutdown, from another thread
+        with pytest.raises(ChatTemplateFailed, match="shutting down"):
+            await render
+        return workers
+
+    workers = loop.run(scenario())
+    assert workers.pids() == []
+    assert _wait_children(os.getpid(), before) == before, "a zygote or worker started after the shutdown runs on"

@@ -118,3 +118,59 @@ def test_the_helper_inherits_no_secret(large_json: bytes, monkeypatch: pytest.Mo
     assert b"MAAS_" not in environ
     assert os.readlink(f"/proc/{hosted._process.pid}/cwd") == "/"
     hosted.close()
+
+
+class _Planted:
+    """Unpickling this creates ``path``: a helper's reply that was unpickled leaves the file behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+# A helper that loads nothing: it answers the load correctly, then answers every request with ``payload``.
+HOSTILE_HELPER = """
+import sys, time
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+conn.recv_bytes()
+conn.send_bytes(b'["ok",{"vocab_size":10,"pad_id":0,"prefix":[1],"suffix":[2]}]')
+payload = b'["ok",[[' + b"1," * (3 << 20) + b"1]]]" if sys.argv[2] == "long" else bytes.fromhex(sys.argv[2])
+while True:
+    conn.recv_bytes()
+    conn.send_bytes(payload)
+"""
+
+
+@pytest.mark.parametrize("kind", ["pickle", "garbage", "wrong-shape", "not-ints", "too-long"])
+def test_a_helper_that_answers_out_of_protocol_is_killed_and_never_unpickled(tmp_path: Path, kind: str) -> None:
+    import pickle
+    import sys
+
+    planted = tmp_path / "unpickled"
+    payload = {
+        "pickle": pickle.dumps(("ok", _Planted(planted))),
+        "garbage": b"\x80\x05\xff not json",
+        "wrong-shape": b'{"ok": [[1, 2]]}',
+        "not-ints": b'["ok", [["__import__(\'os\')"]]]',
+    }.get(kind)  # too-long: 6 MB of JSON for one word
+
+    class Hostile(HostedTokenizer):
+        def _command(self, fd: int) -> list[str]:
+            return [sys.executable, "-c", HOSTILE_HELPER, str(fd), payload.hex() if payload else "long"]
+
+    hosted = Hostile(b"{}")
+    try:
+        process = hosted._process
+        assert process is not None and hosted.facts.vocab_size == 10
+        with pytest.raises(InvalidInput, match=r"^the model's tokenizer process failed$"):
+            hosted.tokenize(["hello"])
+        assert not planted.exists(), "the helper's reply was unpickled"
+        assert process.poll() is not None, "the helper that answered out of protocol still runs"
+        assert hosted._process is None
+        with pytest.raises(InvalidInput):  # the next call starts a new helper (this one is hostile again)
+            hosted.tokenize(["hello"])
+    finally:
+        hosted.close()

@@ -15,6 +15,10 @@ them stalled the whole server for seconds. Here each render runs in one of a few
   transformers' template module once: a replacement is ready in milliseconds, not in the second an import
   costs. (multiprocessing's fork server would re-import the server's ``__main__`` in every worker.)
 - workers start with no secret in their environment and ``/`` as working directory (``helper_process``);
+- requests and replies are JSON, and a reply is read with a length bound, never unpickled: should a template
+  escape Jinja's sandbox, unpickling its worker's reply would run its code in the server. A reply out of
+  protocol (not JSON, the wrong shape, too long, or half a message) is a failed worker: it is killed and
+  replaced, the caller gets :class:`ChatTemplateFailed`;
 - a worker may use a bounded amount of memory (``RLIMIT_AS``: ``'x' * 10**10`` is a MemoryError, not an
   out-of-memory server), its output is bounded (``MAX_RENDERED_CHARS``), and it ends itself (SIGALRM) if a
   render outlives twice the budget, should the server have died without killing it;
@@ -29,8 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
-import pickle
 import resource
 import signal
 import socket
@@ -53,6 +57,9 @@ WORKER_MEMORY_BYTES = 512 * 1024 * 1024
 _START_TIMEOUT_S = 120.0  # the zygote imports transformers' template module once
 _PIPE_CHUNK = 64 * 1024  # what a socket takes without blocking the writer
 _PID = struct.Struct("<i")
+_REPLY_OVERHEAD = 64 * 1024  # an error's text, JSON's brackets and quotes
+_JSON_BYTES_PER_CHAR = 12  # the longest escape of one character: a surrogate pair, "\\ud83d\\ude00"
+_FAILED = "the chat template's worker process failed"
 
 
 class ChatTemplateFailed(ValueError):
@@ -115,7 +122,7 @@ def _serve(conn: Connection, render: Any, limits: _Limits) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (size + limits.memory_bytes, size + limits.memory_bytes))
     while True:
         try:
-            request = conn.recv()
+            request = json.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         # SIGALRM's default action ends the process, even inside a long C call: a render that outlives its
@@ -124,7 +131,7 @@ def _serve(conn: Connection, render: Any, limits: _Limits) -> None:
         reply = _render(render, request, limits)
         signal.setitimer(signal.ITIMER_REAL, 0)
         try:
-            conn.send(reply)
+            conn.send_bytes(json.dumps(reply).encode())  # ASCII: a lone surrogate a template made is sent too
         except OSError:
             return
 
@@ -168,16 +175,26 @@ def main(argv: list[str] | None = None) -> None:
 # --- the server's side ---------------------------------------------------------------------------------------
 
 
+class _BadReply(Exception):
+    """A worker answered something else than the protocol's JSON: it is not trusted any more."""
+
+
 class _Worker:
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
-        # A handle on this very process (not on whatever reuses its pid later): signals go to it or nowhere.
-        self._pidfd = os.pidfd_open(pid)
+        try:
+            # A handle on this very process (not on whatever reuses its pid later): signals go to it or nowhere.
+            self._pidfd = os.pidfd_open(pid)
+        except OSError:
+            conn.close()
+            raise
         self.conn = conn
 
-    async def receive(self, timeout: float) -> Any:
-        """The worker's reply; TimeoutError when none came in time, EOFError if the worker died."""
+    async def receive(self, timeout: float, maxlength: int) -> tuple[str, str]:
+        """The worker's reply; TimeoutError when none came in time, EOFError if the worker died, OSError if
+        the reply was longer than ``maxlength``, :class:`_BadReply` if it is not the protocol's."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         readable: asyncio.Future[None] = loop.create_future()
         fd = self.conn.fileno()
 
@@ -190,11 +207,23 @@ class _Worker:
             await asyncio.wait_for(readable, timeout)
         finally:
             loop.remove_reader(fd)
-        # Readable: the worker has written its reply (in one go), or it is gone (EOFError).
-        return self.conn.recv()
+        # Readable: the worker is writing its reply, or it is gone (EOFError). Read in a thread, within the
+        # budget: a worker that sent half a message and stopped must not hold the event loop.
+        data = await asyncio.wait_for(
+            asyncio.to_thread(self.conn.recv_bytes, maxlength), max(deadline - loop.time(), 0.05)
+        )
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            raise _BadReply from None
+        if not (
+            isinstance(reply, list) and len(reply) == 2 and reply[0] in ("ok", "error") and isinstance(reply[1], str)
+        ):
+            raise _BadReply
+        return str(reply[0]), reply[1]
 
     async def send(self, request: object) -> None:
-        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        data = json.dumps(request).encode()
         if len(data) <= _PIPE_CHUNK:
             self.conn.send_bytes(data)
         else:  # the worker reads it as it comes, but megabytes are not written on the event loop
@@ -207,6 +236,19 @@ class _Worker:
             os.close(self._pidfd)
         with contextlib.suppress(OSError):
             self.conn.close()
+
+
+async def _to_the_end(future: asyncio.Future[Any]) -> asyncio.CancelledError | None:
+    """Wait until ``future`` is done, even if the caller is cancelled meanwhile; that cancellation, if any."""
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+        except Exception:  # the future's own error: the caller looks at it
+            break
+    return cancelled
 
 
 class _Zygote:
@@ -272,15 +314,31 @@ class _Zygote:
             (pid,) = _PID.unpack(answer)
             return int(pid)
 
-        try:
-            async with self.lock:
-                pid = await asyncio.to_thread(exchange)
-        except OSError:
-            ours.close()
-            raise ChatTemplateFailed("the chat template worker process did not start") from None
-        finally:
+        async with self.lock:
+            # The exchange runs to its end, and the lock is held until then, even for a caller cancelled
+            # meanwhile (its client left): otherwise the next fork would read this one's pid, and the thread
+            # would send a socket already closed.
+            exchanged = asyncio.ensure_future(asyncio.to_thread(exchange))
+            cancelled = await _to_the_end(exchanged)
             theirs.close()
-        return _Worker(pid, Connection(ours.detach()))
+            error = exchanged.exception()
+            if error is not None:
+                ours.close()
+                # The control stream is out of step (half a pid read): this zygote forks no more.
+                self.process.kill()
+        if cancelled is not None:
+            if error is None:
+                with contextlib.suppress(OSError):  # forked for nobody
+                    _Worker(exchanged.result(), Connection(ours.detach())).kill()
+            raise cancelled
+        if error is not None:
+            if isinstance(error, ChatTemplateFailed):
+                raise error
+            raise ChatTemplateFailed("the chat template worker process did not start") from None
+        try:
+            return _Worker(exchanged.result(), Connection(ours.detach()))
+        except OSError:  # the worker is gone already
+            raise ChatTemplateFailed("the chat template worker process did not start") from None
 
     def stop(self) -> None:
         """Blocking: call it in a thread. Its idle workers end when their sockets close."""
@@ -310,6 +368,7 @@ class TemplateWorkers:
         self.budget_s = budget_s
         self._workers = workers
         self._limits = _Limits(max_chars, memory_bytes, hard_limit_s=2 * budget_s + 1)
+        self._reply_bytes = max_chars * _JSON_BYTES_PER_CHAR + _REPLY_OVERHEAD
         self._zygote: _Zygote | None = None
         self._zygote_lock = asyncio.Lock()
         self._idle: list[_Worker] = []
@@ -335,12 +394,14 @@ class TemplateWorkers:
         keep = False
         try:
             try:
-                await worker.send((template.source, messages, template.variables))
-                status, text = await worker.receive(self.budget_s)
+                await worker.send([template.source, messages, template.variables])
+                status, text = await worker.receive(self.budget_s, self._reply_bytes)
             except TimeoutError:
                 raise ChatTemplateTimedOut(self.budget_s) from None
-            except (EOFError, OSError):
+            except EOFError:
                 raise ChatTemplateFailed("the chat template's worker process stopped while rendering") from None
+            except (OSError, _BadReply):  # a reply too long, or not JSON of the protocol: never trusted
+                raise ChatTemplateFailed(_FAILED) from None
             keep = True
             if status != "ok":
                 raise ChatTemplateFailed(text)
@@ -402,10 +463,12 @@ class TemplateWorkers:
             worker.kill()
             return
         while self._waiting:
-            waiter = self._waiting.pop()
-            if not waiter.done():
-                waiter.set_result(worker)
-                return
+            waiter, _ = self._waiting.peek()
+            if waiter.done():  # its caller left: not charged to its tenant
+                self._waiting.discard()
+                continue
+            self._waiting.pop().set_result(worker)
+            return
         self._idle.append(worker)
 
     def _discard(self, worker: _Worker) -> None:
@@ -421,6 +484,8 @@ class TemplateWorkers:
 
     async def _replace(self) -> None:
         try:
+            if self._closed:
+                return
             worker = await self._spawn()
         except Exception as exc:
             while self._waiting:
@@ -433,11 +498,31 @@ class TemplateWorkers:
         self._release(worker)
 
     async def _spawn(self) -> _Worker:
+        """A new worker. The pool may be closed (:meth:`kill_all`, in another thread) at any await here: then
+        nothing it started is kept."""
         async with self._zygote_lock:
+            if self._closed:
+                raise ChatTemplateFailed("the server is shutting down")
             if self._zygote is None or not self._zygote.alive():
-                self._zygote = await asyncio.to_thread(_Zygote.start, self._limits)
+                dead, self._zygote = self._zygote, None
+                if dead is not None:
+                    await asyncio.to_thread(dead.stop)
+                # Started to its end even if this caller is cancelled meanwhile (kept for the next one).
+                started = asyncio.ensure_future(asyncio.to_thread(_Zygote.start, self._limits))
+                cancelled = await _to_the_end(started)
+                zygote = started.result()  # ChatTemplateFailed if it did not start
+                if self._closed:
+                    await asyncio.to_thread(zygote.stop)
+                    raise ChatTemplateFailed("the server is shutting down")
+                self._zygote = zygote
+                if cancelled is not None:
+                    raise cancelled
             zygote = self._zygote
-        return await zygote.fork()
+        worker = await zygote.fork()
+        if self._closed:
+            worker.kill()
+            raise ChatTemplateFailed("the server is shutting down")
+        return worker
 
 
 if __name__ == "__main__":
