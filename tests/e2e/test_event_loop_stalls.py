@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.harness import LiveServer, new_tenant
+from tests.harness import HealthWatch, LiveServer, new_tenant
 
 BUDGET_S = 3.0
 # The slowest /healthz answer accepted while a heavy request runs: the review's threshold. The stalls it found
@@ -49,38 +49,6 @@ HELLO = [{"role": "user", "content": "hello"}]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-
-class HealthWatch:
-    """Polls /healthz from a thread while the block runs; ``worst`` is its slowest answer."""
-
-    def __init__(self, server: LiveServer) -> None:
-        self._url = f"{server.url}/healthz"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self.latencies: list[float] = []
-
-    def _poll(self) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                assert client.get(self._url).status_code == 200
-                self.latencies.append(time.perf_counter() - started)
-                self._stop.wait(0.05)
-
-    def __enter__(self) -> HealthWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    @property
-    def worst(self) -> float:
-        """The slowest answer (the probe in flight when the block ended is waited for, and counts)."""
-        assert self.latencies, "/healthz was never asked"
-        return max(self.latencies)
 
 
 def _session_cpu_seconds(session: int) -> float:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -20,44 +18,13 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.harness import LiveServer, new_tenant
+from tests.harness import HealthWatch, LiveServer, new_tenant
 from tests.hostile_models import tokenizer_json
 
 EXTRA_WORDS = 2_600_000  # about 60 MB of tokenizer.json: seconds of parsing and loading
 # The slowest /healthz answer accepted while the import runs: the review's threshold (the stall was 7 s). The
 # import's child parses 60 MB on the same cores meanwhile, which a loaded 2-core CI machine feels.
 HEALTHY_S = 2.0
-
-
-class HealthWatch:
-    """Polls /healthz from a thread while the block runs; ``worst`` is its slowest answer."""
-
-    def __init__(self, server: LiveServer) -> None:
-        self._url = f"{server.url}/healthz"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self.latencies: list[float] = []
-
-    def _poll(self) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                assert client.get(self._url).status_code == 200
-                self.latencies.append(time.perf_counter() - started)
-                self._stop.wait(0.05)
-
-    def __enter__(self) -> HealthWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    @property
-    def worst(self) -> float:
-        assert self.latencies, "/healthz was never asked"
-        return max(self.latencies)
 
 
 def _large_tokenizer() -> tuple[bytes, int]:
