@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from maas.errors import InvalidInput
-from maas.registry import causal_lm_files, importer
+from maas.registry import causal_lm_files, import_prepare, importer
 from maas.registry.causal_lm_files import check_causal_lm_files, folder_files
 from maas.registry.import_convert import sentence_transformer_layout
 from maas.registry.import_files import read_json, scan_directory
@@ -66,7 +66,7 @@ def test_an_embedding_conversion_sees_only_the_kept_files_and_the_layout_read_by
         seen["args"] = args[2:]
         raise InvalidInput("stop here")
 
-    monkeypatch.setattr(importer, "_run_conversion", conversion)
+    monkeypatch.setattr(import_prepare, "_run_conversion", conversion)
     assert _refusal(folder, tmp_path / "work") == "stop here"
     assert seen["files"] == ["config.json", "modules.json", "tokenizer.json", "x.safetensors"]
     assert seen["args"] == ["--pooling", "cls", "--normalise"]
@@ -153,6 +153,6 @@ def test_the_upload_thread_sizes_a_causal_lms_weights_without_parsing_their_head
         raise AssertionError("a safetensors header was parsed in the API process")
 
     monkeypatch.setattr(causal_lm_files, "check_safetensors", parsed)
-    monkeypatch.setattr(importer, "run_child", lambda *_a, **_k: {"checked": True})
-    main, report = importer._checked_causal_lm(found, tmp_path / "work", "source")
+    monkeypatch.setattr(import_prepare, "run_child", lambda *_a, **_k: {"checked": True})
+    main, report = import_prepare._checked_causal_lm(found, tmp_path / "work", "source")
     assert (main, report) == ("model.safetensors", {"checked": True})

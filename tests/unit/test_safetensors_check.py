@@ -201,18 +201,18 @@ def test_a_conversion_never_starts_on_a_folder_whose_shard_map_leaves_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An embedding model converts with transformers too: the same shard map reached ../../x or a .bin there.
-    from maas.registry import importer
+    from maas.registry import import_prepare
 
     def started(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("the conversion child was started")
 
-    monkeypatch.setattr(importer, "run_child", started)
+    monkeypatch.setattr(import_prepare, "run_child", started)
     folder = tmp_path / "model"
     folder.mkdir()
     _file(folder, {"w": W}, data=16, name="model-1.safetensors")
     index = {"metadata": {}, "weight_map": {"w": "model-1.safetensors", "b": "../outside.bin"}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(InvalidInput) as refused:
-        importer._run_conversion(["embedding", str(folder)], tmp_path / "out")
+        import_prepare._run_conversion(["embedding", str(folder)], tmp_path / "out")
     assert "'model.safetensors.index.json' names the shard '../outside.bin'" in refused.value.detail
     assert refused.value.errors[0]["file"] == "model.safetensors.index.json"

@@ -11,7 +11,7 @@ them stalled the whole server for seconds. Here each render runs in one of a few
 - the worker renders exactly as ``tokenizer.apply_chat_template(..., tokenize=False)`` does, with
   transformers' own ``render_jinja_template`` (its ``ImmutableSandboxedEnvironment``, filters and globals),
   so prompts are byte-identical to the in-process rendering;
-- workers are forked from a small process of our own (the *zygote*, ``python -m`` this module) that imports
+- workers are forked from a small process of our own (the *zygote*, ``template_zygote``) that imports
   transformers' template module once: a replacement is ready in milliseconds, not in the second an import
   costs. (multiprocessing's fork server would re-import the server's ``__main__`` in every worker.)
 - workers start with no secret in their environment and ``/`` as working directory (``helper_process``);
@@ -30,15 +30,12 @@ This module is light on the server's side: only the zygote and its workers impor
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
-import resource
 import signal
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Hashable
@@ -47,6 +44,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from maas.serving.fair import FairQueue
+from maas.serving.generation import template_zygote
+from maas.serving.generation.template_zygote import PID, ZygoteLimits
 from maas.serving.helper_process import HELPER_CWD, helper_environment
 
 # Longer than any model's context can use (a 128k-token context is ~0.5 M characters); it bounds what a
@@ -56,7 +55,6 @@ MAX_RENDERED_CHARS = 4 * 1024 * 1024
 WORKER_MEMORY_BYTES = 512 * 1024 * 1024
 _START_TIMEOUT_S = 120.0  # the zygote imports transformers' template module once
 _PIPE_CHUNK = 64 * 1024  # what a socket takes without blocking the writer
-_PID = struct.Struct("<i")
 _REPLY_OVERHEAD = 64 * 1024  # an error's text, JSON's brackets and quotes
 _JSON_BYTES_PER_CHAR = 12  # the longest escape of one character: a surrogate pair, "\\ud83d\\ude00"
 _FAILED = "the chat template's worker process failed"
@@ -76,100 +74,11 @@ class ChatTemplateTimedOut(Exception):
 
 
 @dataclass(frozen=True)
-class _Limits:
-    max_chars: int  # longest rendered text sent back
-    memory_bytes: int  # address space a worker may add once forked
-    hard_limit_s: float  # a render still running after this ends its worker (SIGALRM)
-
-
-@dataclass(frozen=True)
 class ChatTemplate:
     """A model's chat template and the variables ``apply_chat_template`` gives it (its special tokens)."""
 
     source: str
     variables: dict[str, Any] = field(default_factory=dict)
-
-
-# --- the zygote and its workers (other processes) -------------------------------------------------------
-
-
-def _render(render: Any, request: tuple[str, list[dict[str, Any]], dict[str, Any]], limits: _Limits) -> tuple[str, str]:
-    source, messages, variables = request
-    try:
-        # What PreTrainedTokenizerBase.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # runs; our messages are already plain dicts of strings (its normalisation has nothing to do).
-        rendered, _ = render(conversations=[messages], chat_template=source, add_generation_prompt=True, **variables)
-    except MemoryError:
-        return "error", f"the chat template used more than {limits.memory_bytes // (1024 * 1024)} MB of memory"
-    except RecursionError:
-        return "error", "the chat template recursed too deeply"
-    except Exception as exc:  # jinja2's TemplateError (raise_exception, the sandbox), a template's TypeError
-        reason = (str(exc).strip().splitlines() or [""])[0][:300]
-        return "error", f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-    text = str(rendered[0])
-    if len(text) > limits.max_chars:
-        return (
-            "error",
-            f"the chat template rendered {len(text):,} characters; at most {limits.max_chars:,} are accepted",
-        )
-    return "ok", text
-
-
-def _serve(conn: Connection, render: Any, limits: _Limits) -> None:
-    """A worker's loop: render each conversation it is sent, until the server closes the socket."""
-    with open("/proc/self/statm") as statm:
-        size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    resource.setrlimit(resource.RLIMIT_AS, (size + limits.memory_bytes, size + limits.memory_bytes))
-    while True:
-        try:
-            request = json.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
-        # SIGALRM's default action ends the process, even inside a long C call: a render that outlives its
-        # budget twice over ends here if nobody killed it (the server itself was killed meanwhile).
-        signal.setitimer(signal.ITIMER_REAL, limits.hard_limit_s)
-        reply = _render(render, request, limits)
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        try:
-            conn.send_bytes(json.dumps(reply).encode())  # ASCII: a lone surrogate a template made is sent too
-        except OSError:
-            return
-
-
-def _zygote(control: socket.socket, limits: _Limits) -> None:
-    """Fork one worker per request on ``control`` (a socket end sent along), answer its pid; end at EOF."""
-    from transformers.utils.chat_template_utils import render_jinja_template
-
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
-    control.sendall(b"R")
-    while True:
-        try:
-            message, fds, _, _ = socket.recv_fds(control, 1, 1)
-        except OSError:
-            return
-        if not message or len(fds) != 1:
-            return
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            try:
-                _serve(Connection(fds[0]), render_jinja_template, limits)
-            finally:
-                os._exit(0)
-        os.close(fds[0])
-        control.sendall(_PID.pack(pid))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="chat template zygote (started by the server, not by hand)")
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--max-chars", type=int, required=True)
-    parser.add_argument("--memory-bytes", type=int, required=True)
-    parser.add_argument("--hard-limit-s", type=float, required=True)
-    args = parser.parse_args(argv)
-    control = socket.socket(fileno=args.control_fd)
-    _zygote(control, _Limits(args.max_chars, args.memory_bytes, args.hard_limit_s))
 
 
 # --- the server's side ---------------------------------------------------------------------------------------
@@ -260,13 +169,13 @@ class _Zygote:
         self.lock = asyncio.Lock()
 
     @classmethod
-    def start(cls, limits: _Limits) -> _Zygote:
+    def start(cls, limits: ZygoteLimits) -> _Zygote:
         """Blocking (seconds, the first import of transformers): call it in a thread."""
         ours, theirs = socket.socketpair()
         command = [
             sys.executable,
             "-m",
-            __name__,
+            template_zygote.__name__,
             "--control-fd",
             str(theirs.fileno()),
             "--max-chars",
@@ -306,12 +215,12 @@ class _Zygote:
         def exchange() -> int:
             socket.send_fds(self.control, [b"F"], [theirs.fileno()])
             answer = b""
-            while len(answer) < _PID.size:
-                chunk = self.control.recv(_PID.size - len(answer))
+            while len(answer) < PID.size:
+                chunk = self.control.recv(PID.size - len(answer))
                 if not chunk:
                     raise ChatTemplateFailed("the chat template worker process did not start")
                 answer += chunk
-            (pid,) = _PID.unpack(answer)
+            (pid,) = PID.unpack(answer)
             return int(pid)
 
         async with self.lock:
@@ -367,7 +276,7 @@ class TemplateWorkers:
             raise ValueError(f"budget_s must be positive, got {budget_s}")
         self.budget_s = budget_s
         self._workers = workers
-        self._limits = _Limits(max_chars, memory_bytes, hard_limit_s=2 * budget_s + 1)
+        self._limits = ZygoteLimits(max_chars, memory_bytes, hard_limit_s=2 * budget_s + 1)
         self._reply_bytes = max_chars * _JSON_BYTES_PER_CHAR + _REPLY_OVERHEAD
         self._zygote: _Zygote | None = None
         self._zygote_lock = asyncio.Lock()
@@ -523,7 +432,3 @@ class TemplateWorkers:
             worker.kill()
             raise ChatTemplateFailed("the server is shutting down")
         return worker
-
-
-if __name__ == "__main__":
-    main()
