@@ -181,6 +181,20 @@ def test_unknown_model_and_out_of_bounds_requests(client: openai.OpenAI) -> None
     assert tools.value.param == "tools"
 
 
+def test_a_prompt_no_context_could_hold_is_refused_without_tokenizing_it(client: openai.OpenAI) -> None:
+    # 2.5 MB of conversation took 15 s of one core to tokenize (826,031 tokens) only to be refused; the refusal
+    # now comes from its length in characters, before the tokenizer runs.
+    conversation = [{"role": "user", "content": "hi " * 400}, {"role": "assistant", "content": "ok"}] * 1000
+    with pytest.raises(openai.BadRequestError) as chat:
+        client.chat.completions.create(model=MODEL, messages=[*conversation, {"role": "user", "content": "x"}])
+    assert chat.value.code == "context_length_exceeded" and chat.value.param == "messages"
+    assert "characters" in chat.value.message
+    with pytest.raises(openai.BadRequestError) as completion:
+        client.completions.create(model=MODEL, prompt="hello " * 400_000, max_tokens=5)
+    assert completion.value.code == "context_length_exceeded" and completion.value.param == "prompt"
+    assert "characters" in completion.value.message
+
+
 def _active_sequences(live: LiveServer) -> float:
     text = httpx.get(f"{live.url}/metrics", headers={"Authorization": f"Bearer {live.admin_key}"}).text
     match = re.search(r'maas_generation_active_sequences\{[^}]*model="' + MODEL + r'"[^}]*\} (\S+)', text)

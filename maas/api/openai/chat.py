@@ -12,6 +12,7 @@ leaves meanwhile stops it too. The platform's templates render in this process.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -34,7 +35,7 @@ from maas.api.openai.completions import (
 )
 from maas.api.openai.errors import OpenAIError
 from maas.api.openai.models import Runtime
-from maas.serving.generation.service import NoChatTemplate
+from maas.serving.generation.service import NoChatTemplate, PromptTooLong
 from maas.serving.generation.template_worker import ChatTemplateFailed, ChatTemplateTimedOut
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["openai"])
@@ -139,9 +140,11 @@ async def create_chat_completion(
             text = await unless_disconnected(request, rendering)
             if text is None:
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
-            prompt = await off_loop_if_long(len(text), model.encode_rendered, text)
+            prompt = await off_loop_if_long(len(text), partial(model.encode_rendered, model_name=body.model), text)
     except NoChatTemplate as exc:
         raise OpenAIError(str(exc), param="model", code="model_not_supported") from exc
+    except PromptTooLong as exc:
+        raise OpenAIError(str(exc), param=exc.param, code="context_length_exceeded") from exc
     except ChatTemplateFailed as exc:
         raise OpenAIError(str(exc), param="messages", code="invalid_chat_template") from exc
     except ChatTemplateTimedOut as exc:

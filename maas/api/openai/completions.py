@@ -265,14 +265,17 @@ async def off_loop_if_long(size: int, function: Callable[..., list[int]], *args:
     return function(*args)
 
 
-def _completion_prompt(model: LoadedGenerator, prompt: Any) -> list[int]:
+def _completion_prompt(model: LoadedGenerator, prompt: Any, model_name: str) -> list[int]:
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         if len(prompt) != 1:
             raise OpenAIError("one prompt per request: send each prompt in its own request", param="prompt")
         prompt = prompt[0]
     if len(prompt) == 0:
         raise OpenAIError("'prompt' must not be empty", param="prompt")
-    ids = model.text_prompt(prompt)
+    try:
+        ids = model.text_prompt(prompt, model_name=model_name)
+    except PromptTooLong as exc:
+        raise OpenAIError(str(exc), param=exc.param, code="context_length_exceeded") from exc
     vocab = model.vocab_size
     bad = next((i for i in ids if not 0 <= i < vocab), None) if not isinstance(prompt, str) else None
     if bad is not None:
@@ -315,7 +318,7 @@ async def create_completion(
     refuse_unsupported(body, extra)
     stop_strings(body.stop)  # checked before the model is loaded
     resolved, model = await causal_lm(state, runtime, service, caller.tenant_id, body.model)
-    prompt = await off_loop_if_long(len(str(body.prompt)), _completion_prompt, model, body.prompt)
+    prompt = await off_loop_if_long(len(str(body.prompt)), _completion_prompt, model, body.prompt, body.model)
     params = sampling_params(body, bounded(model, body.model, len(prompt), body.max_tokens, "prompt"))
     generation = start(state, caller.tenant_id, resolved, model, prompt, params, "cmpl-")
     if body.stream:
